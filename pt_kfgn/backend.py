@@ -1,0 +1,39 @@
+"""The one place that compiles PyTensor functions: backend names → PyTensor modes.
+
+``"numba"`` (PyTensor 3's default linker), ``"c"`` (mode CVM, the C virtual machine; needs a BLAS to
+be fast), ``"jax"`` (optional extra; CPU or GPU, whatever jax finds); ``"fast"`` (FAST_COMPILE: quick to compile,
+slow to run; for tests and debugging).  The default is chosen by
+measurement (README, "Backends").
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytensor
+
+BACKENDS = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "fast": "FAST_COMPILE"}
+DEFAULT_BACKEND = os.environ.get("PT_KFGN_BACKEND", "numba")
+
+
+def check_backend(name: str | None) -> str:
+    """Validate a backend name (None → the default)."""
+    name = DEFAULT_BACKEND if name is None else name
+    if name not in BACKENDS:
+        raise ValueError(f"backend={name!r} is not one of {sorted(BACKENDS)}")
+    if name == "jax":
+        try:
+            import jax  # noqa: F401
+        except ImportError as err:
+            raise ImportError("backend 'jax' needs the optional extra: pip install 'pt_kfgn[jax]'") from err
+    return name
+
+
+def compile_function(inputs, outputs, updates=None, backend: str | None = None, **kwargs):
+    """``pytensor.function`` in the chosen backend's mode."""
+    mode = BACKENDS[check_backend(backend)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
+        return pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore",
+                                 **kwargs)

@@ -1,0 +1,90 @@
+"""Kronecker factors ``(Q_λ, G_λ)`` of each layer's curvature block (eq. 19-26).
+
+**Convention (stated once).**  Lasagne layout: ``W`` is ``(d_in, d_out)``, the bias is appended as the
+last *row*, ``θ_λ = vstack([W, b]).ravel()`` (C order).  That order is the paper's column-major
+``vec`` of its ``(d_out, d_in + 1)`` matrix, so a one-datapoint block is exactly ``kron(Q, G)``:
+input factor first, ``Q`` of size ``d_in + 1``.  Both factors are **means** over the batch.
+"""
+
+from __future__ import annotations
+
+import pytensor.tensor as pt
+
+from pt_kfgn.curvature.recursions import backprop_average, backprop_per_sample, backprop_sqrt
+from pt_kfgn.graph.chain import LayerChain
+from pt_kfgn.graph.losses import Loss
+
+METHODS = ("kflr", "kfra", "kfac", "exact")
+
+
+def augmented_input(layer):
+    """``Ā = [a_in, 1]`` (N, d_in + 1), the bias absorbed (footnote 1)."""
+    a = layer.a_in
+    return pt.concatenate([a, pt.ones((a.shape[0], 1), dtype=a.dtype)], axis=1)
+
+
+def input_factor(layer):
+    """``Q_λ = E[ā ā^T] = Āᵀ Ā / N`` (eq. 21)."""
+    A = augmented_input(layer)
+    return pt.dot(A.T, A) / A.shape[0]
+
+
+def _gram(S):
+    """``(1/N) Σ_{n,r} S[n, r] S[n, r]ᵀ`` for S (N, r, d) (eq. 25)."""
+    return pt.tensordot(S, S, axes=[[0, 1], [0, 1]]) / S.shape[0]
+
+
+def output_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
+    """``E[𝒢_λ]`` (or its approximation) per layer, and the rng update for KFAC.
+
+    * ``kflr`` / ``exact``: exact ``E[𝒢_λ]`` from the per-datapoint square roots (eq. 23-25);
+    * ``kfra``: the recursive approximation (eq. 26);
+    * ``kfac``: one Monte-Carlo sample ŷ ~ p(y|h_L) per datapoint (App. C); needs ``rng``.
+    """
+    h = chain.output
+    if method in ("kflr", "exact"):
+        return [_gram(S) for S in backprop_sqrt(chain, loss.sqrt_hessian(h, y))], {}
+    if method == "kfra":
+        return backprop_average(chain, loss.mean_hessian(h, y)), {}
+    if method == "kfac":
+        if rng is None:
+            raise ValueError("kfac needs a shared rng (pt_kfgn.graph.losses.new_rng)")
+        g, nxt = loss.sample_grad(h, rng)
+        return [_gram(S) for S in backprop_sqrt(chain, g[:, None, :])], {rng: nxt}
+    raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
+
+
+def kronecker_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
+    """``[(Q_λ, G_λ), ...]`` symbolic, and the rng updates (empty unless ``kfac``)."""
+    Gs, updates = output_factors(chain, loss, y, method, rng)
+    return [(input_factor(layer), G) for layer, G in zip(chain.layers, Gs)], updates
+
+
+def per_sample_grads(chain: LayerChain, loss: Loss, y):
+    """``g_λ[n] = ∂E_n/∂h_λ`` (N, d_λ) for every layer (eq. 3)."""
+    total = loss.per_sample(chain.output, y).sum()
+    return pt.grad(total, [layer.h for layer in chain.layers])
+
+
+def _average_kron(A, H):
+    """``(1/N) Σ_n kron(ā_n ā_nᵀ, H_n)`` as a dense ((d_in+1)·d, (d_in+1)·d) matrix (diagnostics only)."""
+    Z = A[:, :, None, None] * H[:, None, :, :]  # (N, i, a, c)
+    T = pt.tensordot(Z, A, axes=[[0], [0]]) / A.shape[0]  # (i, a, c, j)
+    T = T.transpose(0, 1, 3, 2)  # (i, a, j, c)
+    n = A.shape[1] * H.shape[1]
+    return T.reshape((n, n))
+
+
+def exact_blocks(chain: LayerChain, loss: Loss, y, kind: str):
+    """Exact per-layer blocks of the batch-mean objective w.r.t. ``θ_λ`` (tiny nets: O(N D⁴)).
+
+    ``kind="hessian"``: the block Hessian (eq. 7-8); ``kind="gn"``: the block Gauss-Newton (eq. 12-19).
+    """
+    h = chain.output
+    if kind == "hessian":
+        per = backprop_per_sample(chain, loss.hessian(h, y), per_sample_grads(chain, loss, y))
+    elif kind == "gn":
+        per = backprop_per_sample(chain, loss.gn_hessian(h, y))
+    else:
+        raise ValueError(f"kind={kind!r} is not one of ['hessian', 'gn']")
+    return [_average_kron(augmented_input(layer), H) for layer, H in zip(chain.layers, per)]

@@ -1,0 +1,31 @@
+"""Matrix-free Gauss-Newton products through forward and reverse mode (eq. 12-13, 39-41).
+
+``J v`` is one forward-mode product (``pytensor.gradient.pushforward``, once ``Rop``) of the network
+output; ``G v = Jᵀ (H_L J v) / N`` adds one reverse-mode product (``pullback``, once ``Lop``).
+"""
+
+from __future__ import annotations
+
+import pytensor.tensor as pt
+from pytensor.gradient import pullback, pushforward
+
+from pt_kfgn.graph.chain import LayerChain
+from pt_kfgn.graph.losses import Loss
+
+
+def jacobian_vector(chain: LayerChain, params, vs):
+    """``J v`` (N, d_L): the change of ``h_L`` along the parameter direction ``vs`` (one per param)."""
+    return pushforward(chain.output, list(params), list(vs), use_op_pushforward=True)
+
+
+def gn_quadratic_form(chain: LayerChain, loss: Loss, y, params, vs):
+    """``vᵀ Ḡ v = (1/N) Σ_n (J_n v)ᵀ H_L^n (J_n v)`` (eq. 41), forward mode only."""
+    u = jacobian_vector(chain, params, vs)
+    return (u * loss.hessian_vector(chain.output, y, u)).sum() / u.shape[0]
+
+
+def gn_vector_product(chain: LayerChain, loss: Loss, y, params, vs):
+    """``Ḡ v`` as a list shaped like ``params`` (eq. 12-13)."""
+    u = jacobian_vector(chain, params, vs)
+    Hu = loss.hessian_vector(chain.output, y, u) / pt.cast(u.shape[0], u.dtype)
+    return pullback(chain.output, list(params), Hu)

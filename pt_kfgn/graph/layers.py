@@ -1,0 +1,137 @@
+"""Feed-forward networks as PyTensor graphs (eq. 1), Lasagne style.
+
+Each dense layer computes ``h = a @ W + b`` with ``W`` stored ``(n_in, n_out)`` as Lasagne stores it
+and ``b`` a separate shared vector; ``a_next = f(h)``.  The network output is the last
+pre-activation ``h_L`` (the loss holds the link).  The curvature code never relies on this builder:
+it walks whatever graph it is given (:mod:`pt_kfgn.graph.chain`), so a hand-written graph works too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+
+TRANSFER_FUNCTIONS = {
+    "identity": lambda h: h,
+    "linear": lambda h: h,
+    "sigmoid": pt.sigmoid,
+    "tanh": pt.tanh,
+    "relu": lambda h: pt.maximum(h, 0.0),
+    "leaky_relu": lambda h: pt.switch(h > 0, h, 0.01 * h),
+    "softplus": pt.softplus,
+}
+PIECEWISE_LINEAR = frozenset({"identity", "linear", "relu", "leaky_relu"})
+INITS = ("glorot", "sparse")
+
+
+def _check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {sorted(choices)}")
+
+
+def init_weights(n_in: int, n_out: int, rng: np.random.Generator, method: str = "glorot",
+                 activation: str = "tanh") -> np.ndarray:
+    """Initial weight matrix ``(n_in, n_out)``.
+
+    ``glorot``: uniform Glorot/Bengio (2010) init as Lasagne's ``GlorotUniform`` (gain 4 for sigmoid).
+    ``sparse``: Martens (2010) sparse init, 15 non-zero N(0, 1) incoming weights per unit.
+    """
+    _check_choice("init", method, INITS)
+    if method == "glorot":
+        gain = 4.0 if activation == "sigmoid" else 1.0
+        bound = gain * np.sqrt(6.0 / (n_in + n_out))
+        return rng.uniform(-bound, bound, size=(n_in, n_out))
+    W = np.zeros((n_in, n_out))
+    k = min(15, n_in)
+    for j in range(n_out):  # one-off at construction time, not on a hot path
+        rows = rng.choice(n_in, size=k, replace=False)
+        W[rows, j] = rng.standard_normal(k)
+    return W
+
+
+class MLP:
+    """A multilayer perceptron ``sizes[0]-sizes[1]-...-sizes[-1]`` over PyTensor shared variables.
+
+    Parameters
+    ----------
+    sizes : layer widths, input first.
+    activations : one transfer function per layer (``len(sizes) - 1``); the last is usually "identity".
+    seed : seed of the initialisation.
+    init : "glorot" [ours, Lasagne default] or "sparse" [Martens 2010].
+    dtype : floatX of the parameters and the symbolic input.
+    """
+
+    def __init__(self, sizes: Sequence[int], activations: Sequence[str], seed: int = 0,
+                 init: str = "glorot", dtype: str = "float64"):
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s < 1 for s in sizes):
+            raise ValueError(f"sizes must hold at least two positive widths, got {sizes}")
+        if len(activations) != len(sizes) - 1:
+            raise ValueError(f"need one activation per layer: {len(sizes) - 1} layers, "
+                             f"{len(activations)} activations")
+        for a in activations:
+            _check_choice("activation", a, TRANSFER_FUNCTIONS)
+        _check_choice("dtype", dtype, ("float32", "float64"))
+        self.sizes, self.activations, self.dtype = sizes, list(activations), dtype
+        rng = np.random.default_rng(seed)
+        self.params: list[tuple[pytensor.compile.SharedVariable, pytensor.compile.SharedVariable]] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            W = init_weights(n_in, n_out, rng, init, activations[i]).astype(dtype)
+            self.params.append((pytensor.shared(W, name=f"W{i + 1}"),
+                                pytensor.shared(np.zeros(n_out, dtype), name=f"b{i + 1}")))
+        self.X = pt.matrix("X", dtype=dtype)
+        self.output = self.forward(self.X)
+
+    @property
+    def flat_params(self) -> list:
+        """``[W1, b1, W2, b2, ...]`` as shared variables."""
+        return [p for pair in self.params for p in pair]
+
+    def forward(self, X):
+        """Symbolic output ``h_L`` for the symbolic input ``X`` (rows are datapoints)."""
+        a = X
+        for (W, b), act in zip(self.params, self.activations):
+            a = TRANSFER_FUNCTIONS[act](pt.dot(a, W) + b)
+        return a
+
+    def get_params(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Copies of ``[(W, b), ...]`` with ``W`` of shape ``(n_in, n_out)``."""
+        return [(W.get_value(), b.get_value()) for W, b in self.params]
+
+    def set_params(self, params) -> None:
+        """Set ``[(W, b), ...]``; shapes are checked, values cast to the net's dtype."""
+        params = list(params)
+        if len(params) != len(self.params):
+            raise ValueError(f"expected {len(self.params)} (W, b) pairs, got {len(params)}")
+        for i, ((W, b), (Wv, bv)) in enumerate(zip(self.params, params)):
+            Wv, bv = np.asarray(Wv), np.asarray(bv)
+            n_in, n_out = self.sizes[i], self.sizes[i + 1]
+            if Wv.shape != (n_in, n_out) or bv.shape != (n_out,):
+                raise ValueError(f"layer {i + 1}: expected W {(n_in, n_out)} and b {(n_out,)}, "
+                                 f"got {Wv.shape} and {bv.shape}")
+            W.set_value(Wv.astype(self.dtype))
+            b.set_value(bv.astype(self.dtype))
+
+    def __repr__(self) -> str:
+        return f"MLP({self.sizes}, {self.activations}, dtype={self.dtype})"
+
+
+def mlp(sizes: Sequence[int], activations: Sequence[str], seed: int = 0, init: str = "glorot",
+        dtype: str = "float64") -> MLP:
+    """Build an :class:`MLP`, e.g. ``mlp([6, 5, 4, 3], ["sigmoid", "tanh", "identity"])``."""
+    return MLP(sizes, activations, seed=seed, init=init, dtype=dtype)
+
+
+def autoencoder(dim: int, hidden: str = "tanh", code: str = "identity", seed: int = 0,
+                dtype: str = "float32", widths: Sequence[int] = (1000, 500, 250, 30)) -> MLP:
+    """The paper's ``D-1000-500-250-30-250-500-1000-D`` autoencoder (Sec. 5).
+
+    Hidden transfer function tanh [ours; the text does not say], code layer ``code``, identity output.
+    """
+    widths = list(widths)
+    sizes = [dim] + widths + widths[-2::-1] + [dim]
+    acts = [hidden] * (len(widths) - 1) + [code] + [hidden] * (len(widths) - 1) + ["identity"]
+    return MLP(sizes, acts, seed=seed, dtype=dtype)

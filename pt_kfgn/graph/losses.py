@@ -1,0 +1,262 @@
+"""Per-datapoint losses E(h_L, y) and their output curvature (Sec. 2-3, Appendix C).
+
+Every loss here is a **sum over outputs** per datapoint; the objective is the **mean over the batch**.
+Layout: ``h`` is ``(N, d)``; a square root is returned as ``S`` of shape ``(N, r, d)`` with
+``H_L[n] = S[n].T @ S[n]`` (the paper's ``C_L = S[n].T``, eq. 23).
+
+=============  ===========================  =======================  ==========================
+loss           H_L (per datapoint)          square root              KFAC sample (App. C)
+=============  ===========================  =======================  ==========================
+mse            I  (E = ½‖y − h‖²)           I                        ĝ = h − ŷ, ŷ ~ N(h, I)
+bce            diag(p(1−p)), p = σ(h)       diag(√(p(1−p)))          ĝ = p − ŷ, ŷ ~ Bern(p)
+softmax_ce     diag(p) − p pᵀ               diag(√p) − √p pᵀ         ĝ = p − onehot(ŷ)
+mixture        see :class:`Mixture`         √(H_L^GN)                ĝ = μ′(μ − ŷ)/(μ(1 − μ))
+=============  ===========================  =======================  ==========================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.tensor.random import shared_rng
+
+LOSSES = ("mse", "bce", "softmax_ce", "mixture")
+
+
+class Loss:
+    """Base class: a per-datapoint loss on the network output ``h`` (N, d)."""
+
+    name = "loss"
+
+    def per_sample(self, h, y):
+        """E(h_n, y_n), shape (N,)."""
+        raise NotImplementedError
+
+    def mean(self, h, y):
+        """Ē = mean_n E(h_n, y_n)."""
+        return self.per_sample(h, y).mean()
+
+    def hessian(self, h, y):
+        """Exact ∂²E/∂h² per datapoint, (N, d, d) (may be indefinite for the mixture)."""
+        return self.gn_hessian(h, y)
+
+    def gn_hessian(self, h, y):
+        """The PSD output curvature used by the Gauss-Newton matrix, (N, d, d)."""
+        S = self.sqrt_hessian(h, y)
+        return pt.batched_dot(S.transpose(0, 2, 1), S)
+
+    def sqrt_hessian(self, h, y):
+        """S (N, r, d) with S[n].T S[n] = H_L^GN[n] (eq. 23)."""
+        raise NotImplementedError
+
+    def hessian_vector(self, h, y, u):
+        """H_L^GN[n] u[n] for every datapoint, (N, d)."""
+        raise NotImplementedError
+
+    def mean_hessian(self, h, y):
+        """E[H_L^GN], the batch mean (d, d): KFRA's initialisation (eq. 26)."""
+        return self.gn_hessian(h, y).mean(axis=0)
+
+    def sample_grad(self, h, rng):
+        """ĝ = ∂(−log p(ŷ|h))/∂h for one ŷ ~ p(y|h) per datapoint, and the rng's next state."""
+        raise NotImplementedError
+
+    def check_targets(self, Y: np.ndarray, n: int, d: int) -> np.ndarray:
+        """Validate numeric targets for ``n`` datapoints and ``d`` outputs; return them as floats."""
+        Y = np.asarray(Y)
+        if Y.shape != (n, d):
+            raise ValueError(f"{self.name}: targets of shape {Y.shape} do not match the output ({n}, {d})")
+        if not np.all(np.isfinite(Y)):
+            raise ValueError(f"{self.name}: targets contain NaN or inf")
+        return Y.astype(float)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _diag_batch(v):
+    """(N, d) -> (N, d, d) with v[n] on the diagonal."""
+    return v[:, :, None] * pt.eye(v.shape[1], dtype=v.dtype)[None]
+
+
+class SquaredError(Loss):
+    """E = ½‖y − h‖² (FACES)."""
+
+    name = "mse"
+
+    def per_sample(self, h, y):
+        return 0.5 * pt.sqr(y - h).sum(axis=1)
+
+    def sqrt_hessian(self, h, y):
+        return pt.broadcast_to(pt.eye(h.shape[1], dtype=h.dtype)[None], (h.shape[0], h.shape[1], h.shape[1]))
+
+    def gn_hessian(self, h, y):
+        return self.sqrt_hessian(h, y)
+
+    def hessian_vector(self, h, y, u):
+        return u
+
+    def mean_hessian(self, h, y):
+        return pt.eye(h.shape[1], dtype=h.dtype)
+
+    def sample_grad(self, h, rng):
+        nxt, eps = rng.normal(size=h.shape, dtype=h.dtype)
+        return eps, nxt
+
+
+class BernoulliCE(Loss):
+    """E = −Σ_i y_i log σ(h_i) + (1 − y_i) log(1 − σ(h_i)), y ∈ [0, 1] (MNIST, CURVES), via softplus."""
+
+    name = "bce"
+
+    def per_sample(self, h, y):
+        return (pt.softplus(h) - y * h).sum(axis=1)
+
+    @staticmethod
+    def _s(h):
+        """√(σ(1 − σ)) = 1 / (e^{h/2} + e^{−h/2}), stable (notes.md, pitfall 6)."""
+        return 1.0 / (2.0 * pt.cosh(0.5 * h))
+
+    def sqrt_hessian(self, h, y):
+        return _diag_batch(self._s(h))
+
+    def gn_hessian(self, h, y):
+        return _diag_batch(pt.sqr(self._s(h)))
+
+    def hessian_vector(self, h, y, u):
+        return pt.sqr(self._s(h)) * u
+
+    def mean_hessian(self, h, y):
+        return pt.diag(pt.sqr(self._s(h)).mean(axis=0))
+
+    def sample_grad(self, h, rng):
+        p = pt.sigmoid(h)
+        nxt, u = rng.uniform(size=h.shape, dtype=h.dtype)
+        return p - pt.cast(u < p, h.dtype), nxt
+
+    def check_targets(self, Y, n, d):
+        Y = super().check_targets(Y, n, d)
+        if Y.min(initial=0) < 0 or Y.max(initial=0) > 1:
+            raise ValueError("bce: targets must lie in [0, 1]")
+        return Y
+
+
+class SoftmaxCE(Loss):
+    """E = −Σ_k y_k log softmax(h)_k; targets are one-hot rows (integer labels are converted)."""
+
+    name = "softmax_ce"
+
+    def per_sample(self, h, y):
+        return -(y * pt.special.log_softmax(h, axis=1)).sum(axis=1)
+
+    def sqrt_hessian(self, h, y):
+        p = pt.special.softmax(h, axis=1)
+        return _diag_batch(pt.sqrt(p)) - pt.sqrt(p)[:, :, None] * p[:, None, :]
+
+    def gn_hessian(self, h, y):
+        p = pt.special.softmax(h, axis=1)
+        return _diag_batch(p) - p[:, :, None] * p[:, None, :]
+
+    def hessian_vector(self, h, y, u):
+        p = pt.special.softmax(h, axis=1)
+        return p * u - p * (p * u).sum(axis=1, keepdims=True)
+
+    def mean_hessian(self, h, y):
+        p = pt.special.softmax(h, axis=1)
+        return pt.diag(p.mean(axis=0)) - pt.dot(p.T, p) / h.shape[0]
+
+    def sample_grad(self, h, rng):
+        p = pt.special.softmax(h, axis=1)
+        nxt, u = rng.uniform(size=(h.shape[0], 1), dtype=h.dtype)
+        k = (pt.cumsum(p, axis=1)[:, :-1] < u).sum(axis=1)  # inverse-CDF draw of one class per row
+        onehot = pt.cast(pt.eq(pt.arange(h.shape[1])[None, :], k[:, None]), h.dtype)
+        return p - onehot, nxt
+
+    def check_targets(self, Y, n, d):
+        Y = np.asarray(Y)
+        if Y.ndim == 1 and Y.shape == (n,) and np.issubdtype(Y.dtype, np.integer):
+            if Y.min(initial=0) < 0 or Y.max(initial=0) >= d:
+                raise ValueError(f"softmax_ce: labels must lie in 0..{d - 1}")
+            return np.eye(d)[Y]
+        Y = super().check_targets(Y, n, d)
+        if Y.min(initial=0) < 0 or not np.allclose(Y.sum(axis=1), 1.0):
+            raise ValueError("softmax_ce: target rows must be probability vectors (or give integer labels)")
+        return Y
+
+
+class Mixture(Loss):
+    """Scalar-output mixture of two Bernoulli classifiers, **MIX-v0** [ours; eq. 27's exact form was lost].
+
+    ``μ(h) = p(y=1|h) = ½σ(h) + ½σ(2h)``: a non-canonical link, so the model is not in the exponential
+    family in ``h`` and the GN differs from the Fisher.  ``E = −y log μ − (1 − y) log(1 − μ)``, y ∈ {0, 1}.
+
+    Exact ``H_L = μ′²(y/μ² + (1−y)/(1−μ)²) + μ″(μ − y)/(μ(1 − μ))`` can be negative.  The GN uses the
+    convex split (the cross-entropy is convex in μ): ``H_L^GN = μ′²(y/μ² + (1−y)/(1−μ)²) ≥ 0`` with the
+    square root ``√H_L^GN``.  KFAC samples ``ŷ ~ Bern(μ)``, ``ĝ = μ′(μ − ŷ)/(μ(1 − μ))``.
+    """
+
+    name = "mixture"
+
+    @staticmethod
+    def _mu(h):
+        s1, s2 = pt.sigmoid(h), pt.sigmoid(2 * h)
+        mu = 0.5 * (s1 + s2)
+        dmu = 0.5 * s1 * (1 - s1) + s2 * (1 - s2)
+        return mu, dmu
+
+    def per_sample(self, h, y):
+        h0 = h[:, 0]
+        y0 = y[:, 0]
+        log_mu = pt.logaddexp(-pt.softplus(-h0), -pt.softplus(-2 * h0)) - np.log(2.0)
+        log_1mmu = pt.logaddexp(-pt.softplus(h0), -pt.softplus(2 * h0)) - np.log(2.0)
+        return -(y0 * log_mu + (1 - y0) * log_1mmu)
+
+    def _hgn(self, h, y):
+        mu, dmu = self._mu(h)
+        return pt.sqr(dmu) * (y / pt.sqr(mu) + (1 - y) / pt.sqr(1 - mu))  # (N, 1)
+
+    def hessian(self, h, y):
+        g = pt.grad(self.per_sample(h, y).sum(), h)  # separable: the diagonal is the full Hessian
+        return pt.grad(g.sum(), h)[:, :, None]
+
+    def sqrt_hessian(self, h, y):
+        return pt.sqrt(self._hgn(h, y))[:, :, None]
+
+    def gn_hessian(self, h, y):
+        return self._hgn(h, y)[:, :, None]
+
+    def hessian_vector(self, h, y, u):
+        return self._hgn(h, y) * u
+
+    def mean_hessian(self, h, y):
+        return self._hgn(h, y).mean(axis=0, keepdims=True)
+
+    def sample_grad(self, h, rng):
+        mu, dmu = self._mu(h)
+        nxt, u = rng.uniform(size=h.shape, dtype=h.dtype)
+        yhat = pt.cast(u < mu, h.dtype)
+        return dmu * (mu - yhat) / (mu * (1 - mu)), nxt
+
+    def check_targets(self, Y, n, d):
+        if d != 1:
+            raise ValueError(f"mixture: the network must have one output, it has {d}")
+        Y = np.asarray(Y, dtype=float).reshape(-1, 1) if np.ndim(Y) == 1 else np.asarray(Y)
+        Y = super().check_targets(Y, n, 1)
+        if not np.all((Y == 0) | (Y == 1)):
+            raise ValueError("mixture: targets must be 0 or 1")
+        return Y
+
+
+def get_loss(loss) -> Loss:
+    """A :class:`Loss` from its name ("mse", "bce", "softmax_ce", "mixture") or itself."""
+    if isinstance(loss, Loss):
+        return loss
+    table = {"mse": SquaredError, "bce": BernoulliCE, "softmax_ce": SoftmaxCE, "mixture": Mixture}
+    if loss not in table:
+        raise ValueError(f"loss={loss!r} is not one of {list(LOSSES)}")
+    return table[loss]()
+
+
+def new_rng(seed: int | None = 0):
+    """A shared numpy Generator for KFAC's samples (seedable)."""
+    return shared_rng(np.random.default_rng(seed), name="kfac_rng")

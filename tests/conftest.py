@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny float64 nets, data, paths; unit tests compile with the fast-compiling mode."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Unit tests check mathematics, not backends: compile with PyTensor's FAST_COMPILE mode (about 10x faster
+# to compile than a cold Numba or C build).  test_backends.py exercises the real backends explicitly.
+os.environ.setdefault("PT_KFGN_BACKEND", "fast")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long runs, opt-in with --runslow")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: use --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    return SHARED
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def make_batch(loss, n, n_in, n_out, seed=0):
+    """Random inputs and valid targets for ``loss``."""
+    r = np.random.default_rng(seed)
+    X = r.standard_normal((n, n_in))
+    if loss == "mse":
+        Y = r.standard_normal((n, n_out))
+    elif loss == "bce":
+        Y = r.random((n, n_out))
+    elif loss == "softmax_ce":
+        Y = np.eye(n_out)[r.integers(0, n_out, n)]
+    else:
+        Y = r.integers(0, 2, (n, 1)).astype(float)
+    return X, Y

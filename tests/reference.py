@@ -1,0 +1,84 @@
+"""Brute-force oracles: dense Hessians and Jacobians from pytensor.gradient on tiny float64 nets.
+
+Independent of pt_kfgn's recursions: the network is rebuilt from flat parameter vectors
+``θ_λ = vstack([W, b]).ravel()`` and differentiated directly.
+"""
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.gradient import hessian, jacobian
+
+from pt_kfgn.graph.layers import TRANSFER_FUNCTIONS
+from pt_kfgn.graph.losses import get_loss
+
+_CACHE = {}
+
+
+def _build(sizes, acts, loss_name):
+    thetas = [pt.vector(f"theta{i}") for i in range(len(sizes) - 1)]
+    X, Y = pt.matrix("X"), pt.matrix("Y")
+    a, hs = X, []
+    for i, (th, act) in enumerate(zip(thetas, acts)):
+        n_in, n_out = sizes[i], sizes[i + 1]
+        W = th[: n_in * n_out].reshape((n_in, n_out))
+        b = th[n_in * n_out:]
+        h = pt.dot(a, W) + b
+        hs.append(h)
+        a = TRANSFER_FUNCTIONS[act](h)
+    loss = get_loss(loss_name)
+    return thetas, X, Y, hs, loss
+
+
+def compiled(sizes, acts, loss_name):
+    """Functions of (X, Y, *θ): block Hessians; J_λ = ∂h_L/∂b_λ per layer; per-sample ∂²E/∂h_L²; h_L."""
+    key = (tuple(sizes), tuple(acts), loss_name)
+    if key not in _CACHE:
+        thetas, X, Y, hs, loss = _build(sizes, acts, loss_name)
+        obj = loss.mean(hs[-1], Y)
+        blocks = [hessian(obj, th) for th in thetas]
+        # J wrt each layer's bias = ∂h_L/∂h_λ, stacked over the batch: (N*d_L, d_λ)
+        jac_h = [jacobian(hs[-1].ravel(), th) for th in thetas]
+        inputs = [X, Y, *thetas]
+        f_blocks = pytensor.function(inputs, blocks, mode="FAST_COMPILE", on_unused_input="ignore")
+        f_jac = pytensor.function(inputs, [*jac_h, hs[-1]], mode="FAST_COMPILE", on_unused_input="ignore")
+        hv = pt.vector("hv")
+        yv = pt.vector("yv")
+        f_hout = pytensor.function([hv, yv], hessian(loss.per_sample(hv[None], yv[None]).sum(), hv),
+                                   mode="FAST_COMPILE", on_unused_input="ignore")
+        _CACHE[key] = (f_blocks, f_jac, f_hout)
+    return _CACHE[key]
+
+
+def thetas_of(net):
+    return [np.vstack([W, b[None]]).ravel() for W, b in net.get_params()]
+
+
+def brute_block_hessian(net, loss_name, X, Y):
+    f_blocks, _, _ = compiled(net.sizes, net.activations, loss_name)
+    return f_blocks(X, Y, *thetas_of(net))
+
+
+def brute_gn(net, loss_name, X, Y, gn_output_hessian=None):
+    """Full-θ per-sample Jacobians → (block GN per layer, E[𝒢_λ] per layer, full GN matrix)."""
+    _, f_jac, f_hout = compiled(net.sizes, net.activations, loss_name)
+    out = f_jac(X, Y, *thetas_of(net))
+    jacs, hL = out[:-1], out[-1]
+    N, d = hL.shape
+    H = np.stack([gn_output_hessian(hL[n], Y[n]) if gn_output_hessian else f_hout(hL[n], Y[n])
+                  for n in range(N)])
+    Js = [J.reshape(N, d, -1) for J in jacs]  # per sample (d_L, |θ_λ|)
+    blocks = [np.mean([Jn.T @ Hn @ Jn for Jn, Hn in zip(J, H)], axis=0) for J in Js]
+    # ∂h_L/∂h_λ equals the Jacobian w.r.t. the bias, the last d_λ entries of θ_λ
+    Gs = [np.mean([Jn[:, -n_out:].T @ Hn @ Jn[:, -n_out:] for Jn, Hn in zip(J, H)], axis=0)
+          for J, n_out in zip(Js, net.sizes[1:])]
+    Jfull = np.concatenate(Js, axis=2)
+    full = np.mean([Jn.T @ Hn @ Jn for Jn, Hn in zip(Jfull, H)], axis=0)
+    return blocks, Gs, full, Jfull, H
+
+
+def mixture_gn_hessian(h, y):
+    """H_L^GN of MIX-v0 in numpy (an independent closed form)."""
+    s1, s2 = 1 / (1 + np.exp(-h)), 1 / (1 + np.exp(-2 * h))
+    mu, dmu = 0.5 * (s1 + s2), 0.5 * s1 * (1 - s1) + s2 * (1 - s2)
+    return np.atleast_2d(dmu ** 2 * (y / mu ** 2 + (1 - y) / (1 - mu) ** 2))
