@@ -1,0 +1,97 @@
+"""The graph walker: user graphs, rejected structures, and bad input."""
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+import pt_kfgn
+from pt_kfgn.graph.chain import UnsupportedGraphError, chain_from_loss, layer_chain
+
+
+def _user_graph():
+    r = np.random.default_rng(0)
+    W1 = pytensor.shared(r.standard_normal((4, 3)), name="W1")
+    b1 = pytensor.shared(np.zeros(3), name="b1")
+    W2 = pytensor.shared(r.standard_normal((3, 2)), name="W2")
+    b2 = pytensor.shared(np.zeros(2), name="b2")
+    X = pt.matrix("X")
+    h1 = b1 + X @ W1  # bias first, `@`: both spellings are recognised
+    h2 = pt.dot(pt.tanh(h1), W2) + b2
+    return X, (W1, b1, W2, b2), h2
+
+
+def test_user_graph_gives_the_same_layers_as_the_builder():
+    X, (W1, b1, W2, b2), h2 = _user_graph()
+    chain = layer_chain(h2)
+    assert [(l.W, l.b) for l in chain.layers] == [(W1, b1), (W2, b2)]
+    assert chain.input is X and chain.layers[0].a_out is not None and chain.layers[1].a_out is None
+    net = pt_kfgn.mlp([4, 3, 2], ["tanh", "identity"])
+    built = layer_chain(net.output)
+    assert [(l.W, l.b) for l in built.layers] == net.params
+    loss = pt_kfgn.get_loss("mse").mean(h2, pt.matrix("Y"))
+    assert chain_from_loss(loss, W2).layers[0].W is W1
+
+
+def test_transfer_derivatives_from_the_graph():
+    from pt_kfgn.graph.chain import transfer_derivatives
+
+    X, _, h2 = _user_graph()
+    layer = layer_chain(h2).layers[0]
+    d1, d2 = transfer_derivatives(layer)
+    f = pytensor.function([layer.h], [d1, d2], mode="FAST_COMPILE")
+    h = np.linspace(-2, 2, 6)[None]
+    a, b = f(h)
+    np.testing.assert_allclose(a, 1 - np.tanh(h) ** 2, rtol=1e-12)
+    np.testing.assert_allclose(b, -2 * np.tanh(h) * (1 - np.tanh(h) ** 2), rtol=1e-12)
+
+
+def test_non_elementwise_op_between_layers_is_rejected_by_name():
+    r = np.random.default_rng(0)
+    W1, W2 = (pytensor.shared(r.standard_normal(s)) for s in [(4, 3), (3, 2)])
+    b1, b2 = pytensor.shared(np.zeros(3)), pytensor.shared(np.zeros(2))
+    X = pt.matrix("X")
+    a = pt.special.softmax(X @ W1 + b1, axis=1)
+    with pytest.raises(UnsupportedGraphError, match="Softmax"):
+        layer_chain(a @ W2 + b2)
+
+
+def test_skip_connection_weight_sharing_and_no_bias_are_rejected():
+    r = np.random.default_rng(0)
+    W1 = pytensor.shared(r.standard_normal((3, 3)), name="W1")
+    b1, b2 = pytensor.shared(np.zeros(3), name="b1"), pytensor.shared(np.zeros(3), name="b2")
+    X = pt.matrix("X")
+    h1 = X @ W1 + b1
+    with pytest.raises(UnsupportedGraphError, match="skip connections"):
+        layer_chain((pt.tanh(h1) + X) @ W1 + b2)
+    with pytest.raises(UnsupportedGraphError, match="weight sharing"):
+        layer_chain(pt.tanh(h1) @ W1 + b2)
+    with pytest.raises(UnsupportedGraphError, match="without a bias"):
+        layer_chain(pt.tanh(X @ W1) @ W1 + b2)
+    with pytest.raises(UnsupportedGraphError, match="not a dense layer"):
+        layer_chain(pt.tanh(h1))
+
+
+def test_bad_input_gives_clear_errors():
+    net = pt_kfgn.mlp([4, 3, 2], ["tanh", "identity"])
+    X, Y = np.zeros((5, 4)), np.full((5, 2), 0.5)
+    with pytest.raises(ValueError, match="do not match the network input"):
+        pt_kfgn.kronecker_factors(net, "bce", np.zeros((5, 3)), Y, "kfra")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        pt_kfgn.kronecker_factors(net, "bce", np.where(X == 0, np.nan, X), Y, "kfra")
+    with pytest.raises(ValueError, match="targets of shape"):
+        pt_kfgn.kronecker_factors(net, "bce", X, Y[:4], "kfra")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pt_kfgn.kronecker_factors(net, "bce", X, Y + 1, "kfra")
+    with pytest.raises(ValueError, match="method="):
+        pt_kfgn.kronecker_factors(net, "bce", X, Y, "newton")
+    with pytest.raises(ValueError, match="loss="):
+        pt_kfgn.kronecker_factors(net, "hinge", X, Y, "kfra")
+    with pytest.raises(ValueError, match="one output"):
+        pt_kfgn.kronecker_factors(net, "mixture", X, Y, "kfra")
+    with pytest.raises(ValueError, match="one activation per layer"):
+        pt_kfgn.mlp([4, 3, 2], ["tanh"])
+    with pytest.raises(ValueError, match="activation="):
+        pt_kfgn.mlp([4, 3, 2], ["swish", "identity"])
+    with pytest.raises(ValueError, match="expected W"):
+        net.set_params([(np.zeros((3, 4)), np.zeros(3)), (np.zeros((3, 2)), np.zeros(2))])
