@@ -30,10 +30,16 @@ def check_backend(name: str | None) -> str:
     return name
 
 
+def floatx(dtype: str):
+    """Context in which Python float constants become ``dtype`` (so float32 graphs stay float32)."""
+    return pytensor.config.change_flags(floatX=dtype)
+
+
 def compile_function(inputs, outputs, updates=None, backend: str | None = None, **kwargs):
     """``pytensor.function`` in the chosen backend's mode."""
     mode = BACKENDS[check_backend(backend)]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
         return pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore",
+                                 allow_input_downcast=True,
                                  **kwargs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
-from pt_kfgn.backend import compile_function
+from pt_kfgn.backend import compile_function, floatx
 from pt_kfgn.curvature.factors import METHODS, exact_blocks, kronecker_factors as _factors
 from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.losses import get_loss, new_rng
@@ -34,17 +34,23 @@ def _compiled(net, loss, what: str, seed=None):
     cache = net.__dict__.setdefault("_pt_kfgn_cache", {})
     key = (loss.name, what, seed)
     if key not in cache:
-        chain = layer_chain(net.output)
-        y = pt.matrix("Y", dtype=net.dtype)
-        updates = {}
-        if what in METHODS:
-            rng = new_rng(seed) if what == "kfac" else None
-            pairs, updates = _factors(chain, loss, y, what, rng)
-            outs = [m for pair in pairs for m in pair]
-        else:
-            outs = exact_blocks(chain, loss, y, what)
-        cache[key] = compile_function([net.X, y], outs, updates=updates)
+        with floatx(net.dtype):
+            cache[key] = _build(net, loss, what, seed)
     return cache[key]
+
+
+def _build(net, loss, what, seed):
+    """Compile the factors (``what`` in METHODS) or exact blocks ("hessian", "gn") of ``net``."""
+    chain = layer_chain(net.output)
+    y = pt.matrix("Y", dtype=net.dtype)
+    updates = {}
+    if what in METHODS:
+        rng = new_rng(seed) if what == "kfac" else None
+        pairs, updates = _factors(chain, loss, y, what, rng)
+        outs = [m for pair in pairs for m in pair]
+    else:
+        outs = exact_blocks(chain, loss, y, what)
+    return compile_function([net.X, y], outs, updates=updates)
 
 
 def _prepare(net, loss, X, Y):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytensor.tensor as pt
 
-from pt_kfgn.curvature.recursions import backprop_average, backprop_per_sample, backprop_sqrt
+from pt_kfgn.curvature.recursions import backprop_average, batch_size, backprop_per_sample, backprop_sqrt
 from pt_kfgn.graph.chain import LayerChain
 from pt_kfgn.graph.losses import Loss
 
@@ -26,12 +26,12 @@ def augmented_input(layer):
 def input_factor(layer):
     """``Q_λ = E[ā ā^T] = Āᵀ Ā / N`` (eq. 21)."""
     A = augmented_input(layer)
-    return pt.dot(A.T, A) / A.shape[0]
+    return pt.dot(A.T, A) / batch_size(A)
 
 
 def _gram(S):
     """``(1/N) Σ_{n,r} S[n, r] S[n, r]ᵀ`` for S (N, r, d) (eq. 25)."""
-    return pt.tensordot(S, S, axes=[[0, 1], [0, 1]]) / S.shape[0]
+    return pt.tensordot(S, S, axes=[[0, 1], [0, 1]]) / batch_size(S)
 
 
 def output_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
@@ -69,7 +69,7 @@ def per_sample_grads(chain: LayerChain, loss: Loss, y):
 def _average_kron(A, H):
     """``(1/N) Σ_n kron(ā_n ā_nᵀ, H_n)`` as a dense ((d_in+1)·d, (d_in+1)·d) matrix (diagnostics only)."""
     Z = A[:, :, None, None] * H[:, None, :, :]  # (N, i, a, c)
-    T = pt.tensordot(Z, A, axes=[[0], [0]]) / A.shape[0]  # (i, a, c, j)
+    T = pt.tensordot(Z, A, axes=[[0], [0]]) / batch_size(A)  # (i, a, c, j)
     T = T.transpose(0, 1, 3, 2)  # (i, a, j, c)
     n = A.shape[1] * H.shape[1]
     return T.reshape((n, n))

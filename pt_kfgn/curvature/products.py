@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytensor.tensor as pt
 from pytensor.gradient import pullback, pushforward
 
+from pt_kfgn.curvature.recursions import batch_size
 from pt_kfgn.graph.chain import LayerChain
 from pt_kfgn.graph.losses import Loss
 
@@ -21,11 +22,11 @@ def jacobian_vector(chain: LayerChain, params, vs):
 def gn_quadratic_form(chain: LayerChain, loss: Loss, y, params, vs):
     """``vᵀ Ḡ v = (1/N) Σ_n (J_n v)ᵀ H_L^n (J_n v)`` (eq. 41), forward mode only."""
     u = jacobian_vector(chain, params, vs)
-    return (u * loss.hessian_vector(chain.output, y, u)).sum() / u.shape[0]
+    return (u * loss.hessian_vector(chain.output, y, u)).sum() / batch_size(u)
 
 
 def gn_vector_product(chain: LayerChain, loss: Loss, y, params, vs):
     """``Ḡ v`` as a list shaped like ``params`` (eq. 12-13)."""
     u = jacobian_vector(chain, params, vs)
-    Hu = loss.hessian_vector(chain.output, y, u) / pt.cast(u.shape[0], u.dtype)
+    Hu = loss.hessian_vector(chain.output, y, u) / batch_size(u)
     return pullback(chain.output, list(params), Hu)

@@ -21,6 +21,11 @@ import pytensor.tensor as pt
 from pt_kfgn.graph.chain import LayerChain, transfer_derivatives
 
 
+def batch_size(x):
+    """N = x.shape[0] in x's dtype (an int64 divisor would upcast float32 graphs)."""
+    return pt.cast(x.shape[0], x.dtype)
+
+
 def _backward(chain: LayerChain, init, push):
     """``state_L = init``; ``state_λ = push(state_{λ+1}, W_{λ+1}, layer_λ)``; returned input-first."""
     states = [init]
@@ -44,7 +49,7 @@ def backprop_average(chain: LayerChain, G_L):
 
     def push(G, W, layer):
         d1, _ = transfer_derivatives(layer)
-        return pt.dot(pt.dot(W, G), W.T) * (pt.dot(d1.T, d1) / d1.shape[0])
+        return pt.dot(pt.dot(W, G), W.T) * (pt.dot(d1.T, d1) / batch_size(d1))
 
     return _backward(chain, G_L, push)
 

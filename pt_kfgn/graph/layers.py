@@ -83,7 +83,8 @@ class MLP:
             self.params.append((pytensor.shared(W, name=f"W{i + 1}"),
                                 pytensor.shared(np.zeros(n_out, dtype), name=f"b{i + 1}")))
         self.X = pt.matrix("X", dtype=dtype)
-        self.output = self.forward(self.X)
+        with pytensor.config.change_flags(floatX=dtype):
+            self.output = self.forward(self.X)
 
     @property
     def flat_params(self) -> list:
@@ -135,3 +136,28 @@ def autoencoder(dim: int, hidden: str = "tanh", code: str = "identity", seed: in
     sizes = [dim] + widths + widths[-2::-1] + [dim]
     acts = [hidden] * (len(widths) - 1) + [code] + [hidden] * (len(widths) - 1) + ["identity"]
     return MLP(sizes, acts, seed=seed, dtype=dtype)
+
+
+class GraphNet:
+    """Wrap a user's own forward graph ``output = h_L(X)`` so the optimisers can use it like an :class:`MLP`.
+
+    The graph must be a chain of dense layers (see :func:`pt_kfgn.graph.chain.layer_chain`).
+    """
+
+    def __init__(self, output, X):
+        from pt_kfgn.graph.chain import layer_chain
+
+        chain = layer_chain(output)
+        if chain.input is not X:
+            raise ValueError(f"the graph's input is {chain.input}, not {X}")
+        self.X, self.output, self.dtype = X, output, X.dtype
+        self.params = [(layer.W, layer.b) for layer in chain.layers]
+        shapes = [W.get_value().shape for W, _ in self.params]
+        self.sizes = [shapes[0][0]] + [s[1] for s in shapes]
+
+    @property
+    def flat_params(self) -> list:
+        return [p for pair in self.params for p in pair]
+
+    get_params = MLP.get_params
+    set_params = MLP.set_params

@@ -163,7 +163,7 @@ class SoftmaxCE(Loss):
 
     def mean_hessian(self, h, y):
         p = pt.special.softmax(h, axis=1)
-        return pt.diag(p.mean(axis=0)) - pt.dot(p.T, p) / h.shape[0]
+        return pt.diag(p.mean(axis=0)) - pt.dot(p.T, p) / pt.cast(h.shape[0], h.dtype)
 
     def sample_grad(self, h, rng):
         p = pt.special.softmax(h, axis=1)

@@ -1,0 +1,65 @@
+"""Pure scalar rules of Appendix B: step size, reduction ratio, LM λ, greedy γ, averaging weights.
+
+They take and return plain numbers (the symbolic step uses the same arithmetic on PyTensor scalars).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def step_size(grad_dot_delta, curvature):
+    """``α* = −δᵀ∇f / δᵀĈδ`` (eq. 39-41)."""
+    return -grad_dot_delta / curvature
+
+
+def model_change(alpha, grad_dot_delta):
+    """``M̂(α*δ) − M̂(0) = ½ α* δᵀ∇f`` at the optimal α* (eq. 32, 39)."""
+    return 0.5 * alpha * grad_dot_delta
+
+
+def reduction_ratio(f_new, f_old, predicted):
+    """``ρ = (f(θ + α*δ) − f(θ)) / (M̂(α*δ) − M̂(0))`` (eq. 42); NaN when undefined."""
+    try:
+        rho = (f_new - f_old) / predicted
+    except ZeroDivisionError:
+        return math.nan
+    return rho
+
+
+def update_lambda(lam: float, rho: float, omega1: float, low: float = 0.25, high: float = 0.75) -> float:
+    """Levenberg-Marquardt (eq. 42): ρ > ¾ ⇒ λ·ω₁; ρ < ¼ (or ρ not finite) ⇒ λ/ω₁; else unchanged."""
+    if not math.isfinite(rho) or rho < low:
+        return lam / omega1
+    if rho > high:
+        return lam * omega1
+    return lam
+
+
+def choose_gamma(gammas: Sequence[float], model_values: Sequence[float]) -> int:
+    """Index of the γ with the lowest ``M̂(α*δ_γ)`` (eq. 43); non-finite values never win."""
+    best, best_val = 1 if len(gammas) == 3 else 0, math.inf
+    for i, v in enumerate(model_values):
+        if math.isfinite(v) and v < best_val:
+            best, best_val = i, v
+    return best
+
+
+def averaging_weight(t: int, zeta: float) -> float:
+    """``ζ_t = min(1 − 1/t, ζ)`` (eq. 44-45): the exact running mean while t is small."""
+    return min(1.0 - 1.0 / t, zeta)
+
+
+def ema_weight(k: int, decay: float) -> float:
+    """Weight on the old factors at step k: ``min(1 − 1/k, decay)`` (0 on the first step, notes pitfall 6)."""
+    return min(1.0 - 1.0 / k, decay) if decay > 0 else 0.0
+
+
+def validate_positive(**kwargs) -> None:
+    """Raise a clear ValueError for hyperparameters that must be positive."""
+    for name, value in kwargs.items():
+        if value is None:
+            continue
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")

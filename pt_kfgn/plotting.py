@@ -1,0 +1,41 @@
+"""Loss curves from CSV logs (matplotlib is an optional extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = "training loss",
+              note: str = "") -> Path | None:
+    """One line per run: ``logs`` maps a label to log rows (dicts with x and ``train_loss``/``batch_loss``).
+
+    Returns the PNG path, or None when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install 'pt_kfgn[plot]')")
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, rows in logs.items():
+        pts = [(r[x], r["train_loss"]) for r in rows if r.get("train_loss") not in (None, "")]
+        key = "train loss"
+        if len(pts) < 2:
+            pts, key = [(r[x], r["batch_loss"]) for r in rows], "batch loss"
+        if pts:
+            ax.plot(*zip(*pts), label=f"{label}" if key == "train loss" else f"{label} ({key})")
+    ax.set_xlabel({"step": "updates", "wall_time": "wall-clock seconds"}.get(x, x))
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.set_title(title)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,152 @@
+"""The training loop: shuffled mini-batches, a progress bar, a CSV log, atomic checkpoints, resume.
+
+A killed run restarted with ``resume=True`` continues from its last checkpoint on the **same
+trajectory** as an uninterrupted run: the checkpoint holds the optimiser's shared state (parameters,
+damping, factor averages, KFAC's RNG), its Python-side state, the batch RNG and the position in the
+epoch; the CSV log is cut back to the checkpoint's step.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+
+LOG_FIELDS = ["step", "wall_time", "batch_loss", "train_loss", "lambda", "gamma", "alpha", "rho", "accepted",
+              "lr"]
+CHECKPOINT = "checkpoint.pkl"
+LOG = "log.csv"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write-then-rename: a crash leaves either the old file or the new one, never half of one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Batches:
+    """Shuffled mini-batches over ``n`` datapoints, reshuffled every epoch; state is picklable."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.n, self.batch_size = n, min(batch_size, n)
+        self.rng = np.random.default_rng(seed)
+        self.perm, self.pos = self.rng.permutation(n), 0
+
+    def next(self) -> np.ndarray:
+        if self.pos + self.batch_size > self.n:
+            self.perm, self.pos = self.rng.permutation(self.n), 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "perm": self.perm.copy(), "pos": self.pos}
+
+    def load(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.perm, self.pos = state["perm"].copy(), state["pos"]
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0, out_dir=None,
+          eval_every: int = 50, checkpoint_every: int = 50, resume: bool = False, progress: bool = True,
+          X_eval=None, Y_eval=None, time_limit: float | None = None) -> list[dict]:
+    """Run ``steps`` optimiser steps on mini-batches of (X, Y); returns the log rows.
+
+    ``train_loss`` (the mean loss on ``X_eval``, default the whole training set) is logged every
+    ``eval_every`` steps and at the end.  With ``out_dir``, the log goes to ``out_dir/log.csv``
+    (appended as it is written) and a checkpoint to ``out_dir/checkpoint.pkl`` every
+    ``checkpoint_every`` steps and at the end.  ``time_limit`` (seconds) stops early, cleanly.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    X, Y = optimizer.check(X, Y)
+    X_eval, Y_eval = (X, Y) if X_eval is None else optimizer.check(X_eval, Y_eval)
+    batches = Batches(len(X), batch_size, seed)
+    out = Path(out_dir) if out_dir is not None else None
+    start_step, elapsed, rows = 0, 0.0, []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt = out / CHECKPOINT
+        if resume and ckpt.exists():
+            state = pickle.loads(ckpt.read_bytes())
+            optimizer.load_state_dict(state["optimizer"])
+            batches.load(state["batches"])
+            start_step, elapsed = state["step"], state["elapsed"]
+            _truncate_log(out / LOG, start_step)
+        elif not resume or not ckpt.exists():
+            with open(out / LOG, "w", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=LOG_FIELDS).writeheader()
+
+    def checkpoint(step):
+        if out is not None:
+            state = {"optimizer": optimizer.state_dict(), "batches": batches.state(), "step": step,
+                     "elapsed": elapsed}
+            atomic_write_bytes(out / CHECKPOINT, pickle.dumps(state))
+
+    bar = _progress(steps, start_step, progress)
+    t0 = time.perf_counter() - elapsed
+    try:
+        for step in range(start_step + 1, steps + 1):
+            idx = batches.next()
+            stats = optimizer.step(X[idx], Y[idx])
+            elapsed = time.perf_counter() - t0
+            row = {"step": step, "wall_time": elapsed, "batch_loss": stats["loss"],
+                   "train_loss": "", **{k: stats.get(k, "") for k in ("lambda", "gamma", "alpha", "rho", "lr")},
+                   "accepted": int(stats.get("accepted", True))}
+            last = step == steps or (time_limit is not None and elapsed > time_limit)
+            if step % eval_every == 0 or last:
+                t_eval = time.perf_counter()
+                row["train_loss"] = optimizer.evaluate(X_eval, Y_eval)
+                t0 += time.perf_counter() - t_eval  # evaluation time is not training time
+            rows.append(row)
+            if out is not None:
+                with open(out / LOG, "a", newline="") as fh:
+                    csv.DictWriter(fh, fieldnames=LOG_FIELDS).writerow(row)
+                if step % checkpoint_every == 0 or last:
+                    checkpoint(step)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4g}")
+            if last:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return rows
+
+
+def read_log(path) -> list[dict]:
+    """The CSV log as a list of dicts of floats (empty strings become None)."""
+    with open(path, newline="") as fh:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(fh)]
