@@ -14,6 +14,10 @@ import warnings
 import pytensor
 
 BACKENDS = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "fast": "FAST_COMPILE"}
+# Numba warns, at each first call, that a transposed operand of a dot is not contiguous; the layout is
+# PyTensor's choice and the warning is noise for users of this package.
+warnings.filterwarnings("ignore", message=r"np\.dot\(\) is faster on contiguous arrays")
+
 DEFAULT_BACKEND = os.environ.get("PT_KFGN_BACKEND", "numba")
 
 

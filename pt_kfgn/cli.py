@@ -18,7 +18,7 @@ def load_dataset(name: str, n_train: int | None, seed: int = 0):
     if name == "curves":
         from pt_kfgn.data.curves import load_curves
 
-        X, _ = load_curves(n_train or 20000, 10000, seed=0)
+        X, _ = load_curves(n_train or 20000, 0 if n_train else 10000, seed=0)
         return X, X, "bce", "CURVES (regenerated, recipe CURVES-v0)"
     if name == "mnist":
         from pt_kfgn.data.mnist import load_mnist

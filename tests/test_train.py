@@ -1,0 +1,90 @@
+"""Training loop: resume on the same trajectory, CSV log, CLI; the default-settings claim of the paper."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from pt_kfgn.cli import build_net, main, make_optimizer
+from pt_kfgn.train import read_log, train
+
+
+def _data(n=300, d=30, seed=0):
+    r = np.random.default_rng(seed)
+    Z = r.standard_normal((n, 4))
+    return 1 / (1 + np.exp(-(Z @ r.standard_normal((4, d)) * 1.5)))
+
+
+def _run(method, steps, out=None, resume=False, X=None):
+    X = _data() if X is None else X
+    net = build_net(30, 30, [8, 3], "tanh", 0, "float64", True)
+    opt = make_optimizer(method, net, "bce", seed=0, backend="fast")
+    rows = train(opt, X, X, steps, batch_size=64, seed=3, out_dir=out, eval_every=4, checkpoint_every=3,
+                 resume=resume, progress=False)
+    return net, opt, rows
+
+
+@pytest.mark.parametrize("method", ["kfac", "adam"])
+def test_killed_run_resumes_on_the_same_trajectory(tmp_path, method):
+    """2k steps straight vs k steps, a fresh process-like restart, then resume to 2k: identical."""
+    k = 6
+    full_net, _, _ = _run(method, 2 * k)
+    _run(method, k, out=tmp_path)  # "killed" after k steps (checkpoint at k)
+    resumed_net, _, _ = _run(method, 2 * k, out=tmp_path, resume=True)  # new objects, as after a restart
+    for (W1, b1), (W2, b2) in zip(full_net.get_params(), resumed_net.get_params()):
+        assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
+    steps = [int(r["step"]) for r in read_log(tmp_path / "log.csv")]
+    assert steps == list(range(1, 2 * k + 1))
+
+
+def test_checkpoint_mid_interval_truncates_the_log(tmp_path):
+    _run("adam", 7, out=tmp_path)  # checkpoints at 3, 6, 7
+    # simulate a crash after step 7 was logged but with the checkpoint of step 6
+    import pickle
+
+    ck = pickle.loads((tmp_path / "checkpoint.pkl").read_bytes())
+    assert ck["step"] == 7
+    ck["step"] = 6
+    (tmp_path / "checkpoint.pkl").write_bytes(pickle.dumps(ck))
+    _run("adam", 6, out=tmp_path, resume=True)
+    with open(tmp_path / "log.csv") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_kfra_with_defaults_beats_adam_with_defaults_at_200_steps():
+    """The paper's claim in miniature: untuned KFRA below default Adam after the same number of updates."""
+    r = np.random.default_rng(0)
+    Z = r.standard_normal((500, 4))
+    X = 1 / (1 + np.exp(-(Z @ r.standard_normal((4, 30)) * 1.5)))
+    final = {}
+    for method in ("kfra", "adam"):
+        net = build_net(30, 30, [16, 4], "tanh", 0, "float64", True)
+        opt = make_optimizer(method, net, "bce", backend="fast")
+        rows = train(opt, X, X, 200, batch_size=100, seed=0, progress=False, eval_every=200)
+        final[method] = rows[-1]["train_loss"]
+    # measured when written: KFRA 12.05, Adam 14.05
+    assert final["kfra"] < final["adam"] - 1.0, final
+
+
+def test_cli_trains_writes_log_and_plot_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PT_KFGN_DATA", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "curves", "--method", "kfra", "--steps", "3", "--n-train", "60",
+            "--batch-size", "20", "--widths", "6,2", "--out", str(out), "--backend", "fast", "--no-progress",
+            "--eval-every", "2", "--checkpoint-every", "2", "--dtype", "float64"]
+    import pt_kfgn.data.curves as curves
+
+    monkeypatch.setattr(curves, "generate_curves", lambda n_train, n_test, seed=0: (
+        curves._render(np.random.default_rng(seed).uniform(2, 25, (n_train, 3, 2))), np.zeros((0, 784))))
+    assert main(args) == 0
+    rows = read_log(out / "log.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3] and rows[-1]["train_loss"] is not None
+    assert any("loss" in k for k in rows[0])
+    assert (out / "checkpoint.pkl").exists() and (out / "config.json").exists()
+    assert main([*args[:6], "5", *args[7:], "--resume"]) == 0
+    assert [int(r["step"]) for r in read_log(out / "log.csv")] == [1, 2, 3, 4, 5]
+
+
+def test_cli_rejects_an_unknown_method(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["train", "--method", "newton", "--out", str(tmp_path)])
