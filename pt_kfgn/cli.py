@@ -33,7 +33,8 @@ def load_dataset(name: str, n_train: int | None, seed: int = 0):
     if name == "faces":
         from pt_kfgn.data.faces import load_faces
 
-        X = load_faces(seed=0)
+        n_people = 25 if not n_train else min(25, -(-n_train // 4140))  # 4,140 rows per person
+        X = load_faces(n_people=n_people, seed=0)
         if n_train:
             X = X[:n_train]
         return X, X, "mse", "FACES (regenerated, recipe FACES-v0)"

@@ -1,0 +1,1 @@
+"""Scripts that reproduce the paper's figures and benchmarks; each has ``main(**config)`` and a CLI."""
