@@ -80,9 +80,10 @@ class MLP:
         self.params: list[tuple[pytensor.compile.SharedVariable, pytensor.compile.SharedVariable]] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             W = init_weights(n_in, n_out, rng, init, activations[i]).astype(dtype)
-            self.params.append((pytensor.shared(W, name=f"W{i + 1}"),
-                                pytensor.shared(np.zeros(n_out, dtype), name=f"b{i + 1}")))
-        self.X = pt.matrix("X", dtype=dtype)
+            # static shapes let PyTensor fold every factor size to a constant (and JAX needs them)
+            self.params.append((pytensor.shared(W, name=f"W{i + 1}", shape=W.shape),
+                                pytensor.shared(np.zeros(n_out, dtype), name=f"b{i + 1}", shape=(n_out,))))
+        self.X = pt.matrix("X", dtype=dtype, shape=(None, sizes[0]))
         with pytensor.config.change_flags(floatX=dtype):
             self.output = self.forward(self.X)
 

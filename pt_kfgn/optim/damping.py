@@ -16,12 +16,18 @@ def trace_norm_pi(Q, G):
     return pt.sqrt((pt.trace(Q) / pt.cast(Q.shape[0], Q.dtype)) / (pt.trace(G) / pt.cast(G.shape[0], G.dtype)))
 
 
+def add_to_diagonal(M, c):
+    """``M + c I`` by an indexed increment of the diagonal (no dense identity is built or multiplied)."""
+    idx = pt.arange(M.shape[0])
+    return pt.inc_subtensor(M[idx, idx], c)
+
+
 def damped_factors(Q, G, eps):
     """Factored Tikhonov (eq. 36): ``(Q + π√ε I, G + √ε/π I)``, symmetrised."""
     pi = trace_norm_pi(Q, G)
     s = pt.sqrt(eps)
-    Qd = 0.5 * (Q + Q.T) + pi * s * pt.eye(Q.shape[0], dtype=Q.dtype)
-    Gd = 0.5 * (G + G.T) + (s / pi) * pt.eye(G.shape[0], dtype=G.dtype)
+    Qd = add_to_diagonal(0.5 * (Q + Q.T), pi * s)
+    Gd = add_to_diagonal(0.5 * (G + G.T), s / pi)
     return Qd, Gd
 
 

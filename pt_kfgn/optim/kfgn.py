@@ -25,7 +25,7 @@ from pt_kfgn.curvature.products import gn_quadratic_form
 from pt_kfgn.graph.losses import new_rng
 from pt_kfgn.optim import adaptation as rules
 from pt_kfgn.optim.base import Optimizer
-from pt_kfgn.optim.damping import kron_solve, layer_matrix
+from pt_kfgn.optim.damping import add_to_diagonal, kron_solve, layer_matrix
 
 KFGN_METHODS = ("kflr", "kfra", "kfac", "blockdiag-exact")
 
@@ -102,7 +102,7 @@ class KFGN(Optimizer):
         for i, f in enumerate(factors):
             g = layer_matrix(grads[2 * i], grads[2 * i + 1])
             if self.method == "blockdiag-exact":  # exact damped block solve (diagnostics / tiny nets)
-                B = f + eps * pt.eye(f.shape[0], dtype=f.dtype)
+                B = add_to_diagonal(f, eps)
                 D = -pt.linalg.solve(B, g.ravel(), assume_a="pos").reshape(g.shape)
             else:
                 D = -kron_solve(f[0], f[1], g, eps)

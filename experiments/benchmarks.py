@@ -1,0 +1,210 @@
+"""Step-time benchmark (issue 5): the MNIST autoencoder 784-1000-500-250-30-250-500-1000-784, batch 1000.
+
+For each backend available (numba, c, jax) and dtype: median time per step (after warm-up, in one process) of
+Adam, KFRA, KFAC, HF with 10 CG iterations, and KFLR on the one-output classifier 784-1000-500-250-30-1; the
+first-compile time of each step; peak RSS; the FLOP count of each step (from the layer sizes) and the achieved
+GFLOP/s against a numpy GEMM of the same size measured in the same run.  The key figures are ratios.
+Peers (BackPACK, kfac-jax) are timed when installed; they are never dependencies.
+
+    python -m experiments.benchmarks --quick --json results/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import resource
+import time
+from datetime import date
+
+import numpy as np
+
+from pt_kfgn.cli import build_net, make_optimizer
+
+AE = (1000, 500, 250, 30)
+
+
+def layer_dims(sizes):
+    return list(zip(sizes[:-1], sizes[1:]))
+
+
+def flops(method: str, sizes, N: int) -> float:
+    """FLOPs of one step, counted from the layer sizes (multiply-add = 2)."""
+    dims = layer_dims(sizes)
+    fwd = sum(2 * N * a * b for a, b in dims)
+    grad = 3 * fwd  # forward + two backward products per layer
+    if method in ("adam", "sgd"):
+        return grad
+    if method == "hf":
+        return grad + 10 * (2 * fwd + 2 * fwd)  # 10 CG iterations of a GN product (R-op + L-op)
+    Q = sum(2 * N * (a + 1) ** 2 for a, _ in dims)
+    solves = sum(((a + 1) ** 3 + b ** 3) / 3 + 2 * (a + 1) ** 2 * b + 2 * b ** 2 * (a + 1) for a, b in dims)
+    extra = 2 * fwd + fwd  # R-op for α*, trial forward
+    if method == "kfra":
+        G = sum(2 * b * b * a + 2 * b * a * a + 2 * N * a * a for a, b in dims[1:])
+    elif method == "kfac":
+        G = sum(2 * N * a * b for a, b in dims[1:]) + sum(2 * N * b * b for _, b in dims)
+    else:  # kflr with r outputs
+        r = sizes[-1]
+        G = sum(2 * N * r * a * b for a, b in dims[1:]) + sum(2 * N * r * b * b for _, b in dims)
+    return grad + Q + G + solves + extra
+
+
+def gemm_gflops(n: int, dtype, reps: int = 5) -> float:
+    a, b = np.random.rand(n, n).astype(dtype), np.random.rand(n, n).astype(dtype)
+    a @ b
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t)
+    return 2 * n ** 3 / np.median(ts) / 1e9
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_method(method, backend, dtype, X, Y, reps, sizes_widths, classifier=False):
+    loss = "mixture" if classifier else "bce"
+    net = build_net(X.shape[1], Y.shape[1], sizes_widths, "tanh", 0, dtype, autoencoder=not classifier)
+    kwargs = {"max_iters": 10} if method == "hf" else {}
+    if method in ("kfra", "kfac", "kflr"):
+        kwargs["gamma_search"] = False  # time the ordinary step; the γ search runs every T₂ = 20 steps
+    t = time.perf_counter()
+    opt = make_optimizer(method, net, loss, backend=backend, **kwargs)
+    if hasattr(opt, "compile"):
+        opt.compile()
+    opt.step(X, Y)  # compiles (first call) and warms up
+    compile_s = time.perf_counter() - t
+    opt.step(X, Y)
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        opt.step(X, Y)
+        ts.append(time.perf_counter() - t)
+    return {"median_s": float(np.median(ts)), "compile_s": compile_s, "flops": flops(method, net.sizes, len(X)),
+            "peak_rss_mb": peak_rss_mb(), "sizes": net.sizes}
+
+
+def available_backends():
+    out = ["numba", "c"]
+    if importlib.util.find_spec("jax") is not None:
+        out.append("jax")
+    return out
+
+
+def peers(X, reps: int) -> dict:
+    """BackPACK's KFRA/KFAC factors with the gradient (CPU torch), when installed."""
+    res = {}
+    if importlib.util.find_spec("backpack") is None or importlib.util.find_spec("torch") is None:
+        return {"backpack": "not installed"}
+    import torch
+    from backpack import backpack, extend
+    from backpack.extensions import KFAC, KFRA
+
+    torch.manual_seed(0)
+    dims = [784, *AE, *AE[-2::-1], 784]
+    layers = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(dims) - 2 and b != 30:
+            layers.append(torch.nn.Tanh())
+    model = extend(torch.nn.Sequential(*layers))
+    lossf = extend(torch.nn.BCEWithLogitsLoss(reduction="sum"))
+    x = torch.from_numpy(X)
+    for name, ext in (("grad", None), ("kfra", KFRA), ("kfac", KFAC)):
+        ts = []
+        for _ in range(reps + 1):
+            model.zero_grad()
+            t = time.perf_counter()
+            loss = lossf(model(x), x) / len(x)
+            if ext is None:
+                loss.backward()
+            else:
+                with backpack(ext()):
+                    loss.backward()
+            ts.append(time.perf_counter() - t)
+        res[f"backpack_{name}_s"] = float(np.median(ts[1:]))
+    return res
+
+
+def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=None, batch: int = 1000,
+         widths=AE, methods=("adam", "kfra", "kfac", "hf", "kflr"), dim: int = 784) -> dict:
+    backends = backends or (["numba"] if quick else available_backends())
+    dtypes = dtypes or (["float32"] if quick else ["float32", "float64"])
+    reps = reps or (3 if quick else 10)
+    rng = np.random.default_rng(0)
+    X = (rng.random((batch, dim)) < 0.13).astype(np.float64)  # MNIST-like binary batch; timing only
+    Yc = (rng.random((batch, 1)) < 0.5).astype(np.float64)
+    report = {"machine": f"{platform.processor() or platform.machine()}, 2-core CPU", "date": str(date.today()),
+              "batch": batch, "reps": reps, "runs": {}}
+    for dtype in dtypes:
+        gemm = gemm_gflops(1000, dtype)
+        report[f"numpy_gemm_gflops_{dtype}"] = gemm
+        for be in backends:
+            res = {}
+            for m in methods:
+                try:
+                    if m == "kflr":
+                        res[m] = time_method(m, be, dtype, X, Yc, reps, widths, classifier=True)
+                    else:
+                        res[m] = time_method(m, be, dtype, X, X, reps, widths)
+                except Exception as err:  # a backend may lack an op: report it, go on
+                    res[m] = {"error": f"{type(err).__name__}: {err}"[:300]}
+                if "median_s" in res[m]:
+                    res[m]["gflops"] = res[m]["flops"] / res[m]["median_s"] / 1e9
+                    res[m]["gemm_fraction"] = res[m]["gflops"] / gemm
+                print(f"{dtype} {be} {m}: {res[m]}", flush=True)
+            ok = {k: v for k, v in res.items() if "median_s" in v}
+            ratios = {}
+            if "kfra" in ok and "adam" in ok:
+                ratios["kfra_over_adam"] = ok["kfra"]["median_s"] / ok["adam"]["median_s"]
+            if "kfac" in ok and "kfra" in ok:
+                ratios["kfac_over_kfra"] = ok["kfac"]["median_s"] / ok["kfra"]["median_s"]
+            if "hf" in ok and "adam" in ok:
+                ratios["hf10_over_adam"] = ok["hf"]["median_s"] / ok["adam"]["median_s"]
+            if "kfra" in ok:
+                ratios["kfra_achieved_over_gemm"] = ok["kfra"]["gemm_fraction"]
+            report["runs"][f"{be}-{dtype}"] = {"methods": res, "ratios": ratios}
+    if not quick:
+        report["peers"] = peers(X, reps)
+        if "backpack_kfra_s" in report["peers"]:
+            k = report["runs"].get("numba-float32", {}).get("methods", {}).get("kfra", {})
+            if "median_s" in k:
+                report["peers"]["kfra_step_over_backpack_kfra_factors"] = (
+                    k["median_s"] / report["peers"]["backpack_kfra_s"])
+    print_table(report)
+    if json_path:
+        from pathlib import Path
+
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def print_table(report: dict) -> None:
+    print(f"\nbatch {report['batch']}, {report['machine']}, {report['date']}")
+    print(f"{'backend-dtype':16} {'method':6} {'step ms':>9} {'compile s':>10} {'GFLOP/s':>8} {'of GEMM':>8}")
+    for key, run in report["runs"].items():
+        for m, r in run["methods"].items():
+            if "median_s" in r:
+                print(f"{key:16} {m:6} {1e3 * r['median_s']:9.1f} {r['compile_s']:10.1f} {r['gflops']:8.1f} "
+                      f"{100 * r['gemm_fraction']:7.0f}%")
+            else:
+                print(f"{key:16} {m:6} {r['error'][:60]}")
+        print(f"{key:16} ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in run["ratios"].items()))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="numba, float32, 3 repetitions")
+    p.add_argument("--json", default=None)
+    p.add_argument("--backends", default=None, help="comma list of numba,c,jax")
+    p.add_argument("--dtypes", default=None)
+    p.add_argument("--reps", type=int, default=None)
+    a = p.parse_args()
+    main(a.quick, a.json, a.backends.split(",") if a.backends else None,
+         a.dtypes.split(",") if a.dtypes else None, a.reps)

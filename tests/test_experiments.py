@@ -1,0 +1,61 @@
+"""Every experiment script runs end to end in its smoke configuration (tiny nets, few steps)."""
+
+import json
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PT_KFGN_DATA", str(tmp_path / "cache"))
+
+
+def _need_mnist(shared_dir):
+    if not (shared_dir / "data" / "mnist" / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("../shared/data/mnist is absent (the scripts would download it)")
+
+
+def test_autoencoders_smoke(tmp_path, shared_dir):
+    from experiments.autoencoders import main
+
+    names = ["curves", "faces"]
+    if (shared_dir / "data" / "mnist").exists():
+        names.append("mnist")
+    if not (shared_dir / "data" / "olivetti").exists():
+        names.remove("faces")
+    res = main(names, "smoke", tmp_path)
+    for name in names:
+        r = json.loads((tmp_path / name / "results.json").read_text())
+        assert r["kfra"]["final_train_loss"] < r["kfra"]["final_train_loss"] + 1  # a number, not None
+        assert r["adam_grid"]["n_runs"] == 2 and r["adam_grid"]["best"] is not None
+        assert (tmp_path / name / "loss_vs_step.png").exists() and (tmp_path / name / "loss_vs_wall_time.png").exists()
+        assert res[name]["kfac"]["steps"] == 3
+
+
+def test_mixture_smoke(tmp_path, shared_dir):
+    _need_mnist(shared_dir)
+    from experiments.mixture import main
+
+    res = main("smoke", tmp_path)
+    assert all(res[m]["steps"] == 3 for m in ("kflr", "kfra", "kfac"))
+    assert (tmp_path / "loss_vs_step.png").exists()
+
+
+def test_alignment_smoke(tmp_path):
+    from experiments.alignment import main
+
+    rows = main("curves", "smoke", tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 4]
+    assert all(-1 <= r["kfra_tikhonov_vs_full"] <= 1 for r in rows)
+    assert (tmp_path / "curves" / "alignment.png").exists()
+
+
+def test_benchmarks_smoke(tmp_path):
+    from experiments.benchmarks import flops, main
+
+    rep = main(quick=True, json_path=tmp_path / "b.json", backends=["fast"], reps=1, batch=8, widths=(4, 2),
+               methods=("adam", "kfra", "kfac"), dim=12)
+    ratios = json.loads((tmp_path / "b.json").read_text())["runs"]["fast-float32"]["ratios"]
+    assert set(ratios) >= {"kfra_over_adam", "kfac_over_kfra"} and rep["batch"] == 8
+    # FLOP count of a gradient step: 3 × forward, forward = Σ 2 N d_in d_out
+    assert flops("adam", [12, 4, 12], 8) == 3 * (2 * 8 * 12 * 4 * 2)
