@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     t.add_argument("--backend", choices=("numba", "c", "jax", "fast"), default=None)
     t.add_argument("--lr", type=float, default=None, help="first-order learning rate")
     t.add_argument("--decay-period", type=int, default=None, help="first-order: halve lr every N steps")
-    t.add_argument("--eval-every", type=int, default=25)
+    t.add_argument("--eval-every", type=int, default=10)
     t.add_argument("--checkpoint-every", type=int, default=25)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)

@@ -22,13 +22,13 @@ def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, rows in logs.items():
         pts = [(r[x], r["train_loss"]) for r in rows if r.get("train_loss") not in (None, "")]
-        key = "train loss"
-        if len(pts) < 2:
-            pts, key = [(r[x], r["batch_loss"]) for r in rows], "batch loss"
-        if pts:
-            ax.plot(*zip(*pts), label=f"{label}" if key == "train loss" else f"{label} ({key})")
+        batch = [(r[x], r["batch_loss"]) for r in rows if r.get("batch_loss") not in (None, "")]
+        line = ax.plot(*zip(*pts), marker="o", ms=3, label=label)[0] if pts else None
+        if len(batch) > 1:  # the per-batch loss, faint, in the same colour
+            ax.plot(*zip(*batch), lw=0.8, alpha=0.35, color=line.get_color() if line else None,
+                    label=None if line else f"{label} (batch loss)")
     ax.set_xlabel({"step": "updates", "wall_time": "wall-clock seconds"}.get(x, x))
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(f"{ylabel} (markers; faint: batch loss)")
     ax.set_yscale("log")
     ax.set_title(title)
     if note:
