@@ -13,7 +13,8 @@ import numpy as np
 import pytensor.tensor as pt
 
 from pt_kfgn.backend import compile_function, floatx
-from pt_kfgn.curvature.factors import METHODS, exact_blocks, kronecker_factors as _factors
+from pt_kfgn.curvature.factors import METHODS, exact_blocks
+from pt_kfgn.curvature.factors import kronecker_factors as _factors
 from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.losses import get_loss, new_rng
 

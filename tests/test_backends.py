@@ -4,10 +4,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import make_batch
 
 import pt_kfgn
 from pt_kfgn.optim.kfgn import KFGN
-from conftest import make_batch
 
 BACKENDS = ["numba", "c"] + (["jax"] if importlib.util.find_spec("jax") else [])
 

@@ -36,7 +36,7 @@ def test_user_graph_gives_the_same_layers_as_the_builder():
 def test_transfer_derivatives_from_the_graph():
     from pt_kfgn.graph.chain import transfer_derivatives
 
-    X, _, h2 = _user_graph()
+    _X, _, h2 = _user_graph()
     layer = layer_chain(h2).layers[0]
     d1, d2 = transfer_derivatives(layer)
     f = pytensor.function([layer.h], [d1, d2], mode="FAST_COMPILE")

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import make_batch
+from reference import brute_block_hessian, brute_gn, mixture_gn_hessian
 
 import pt_kfgn
-from reference import brute_block_hessian, brute_gn, mixture_gn_hessian
-from conftest import make_batch
 
 NETS = {
     "smooth": ([4, 5, 3], ["sigmoid", "tanh"]),

@@ -1,10 +1,10 @@
 """Appendix F.2 alignment: for one datapoint KFRA with the exact Kronecker inverse *is* the block GN update."""
 
-import numpy as np
+
+from conftest import make_batch
 
 import pt_kfgn
 from pt_kfgn.diagnostics import Alignment
-from conftest import make_batch
 
 
 def test_alignment_is_one_where_the_approximation_is_exact():

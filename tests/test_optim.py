@@ -6,17 +6,17 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from conftest import make_batch
+from reference import brute_gn
 
 import pt_kfgn
 from pt_kfgn.backend import compile_function
 from pt_kfgn.graph.losses import SquaredError
 from pt_kfgn.optim import adaptation as rules
-from pt_kfgn.optim.damping import damped_factors, exact_kron_solve, kron_solve
+from pt_kfgn.optim.damping import exact_kron_solve, kron_solve
 from pt_kfgn.optim.first_order import FirstOrder, halving_schedule
 from pt_kfgn.optim.hessian_free import HessianFree, conjugate_gradient
 from pt_kfgn.optim.kfgn import KFGN
-from conftest import make_batch
-from reference import brute_gn
 
 
 def _flat(net):
@@ -64,7 +64,7 @@ def test_alpha_star_minimises_the_brute_force_quadratic_model():
     X, Y = make_batch("bce", 8, 4, 3)
     eta, lam = 1e-2, 0.5
     theta0 = _flat(net)
-    f0, *g = _grad_fn(net, "bce", eta)(X, Y)
+    _f0, *g = _grad_fn(net, "bce", eta)(X, Y)
     grad = _flat_pairs(g)
     _, _, G, _, _ = brute_gn(net, "bce", X, Y)
     opt = KFGN(net, "bce", "kfra", eta=eta, lam=lam, gamma=0.3, gamma_search=False)
@@ -129,7 +129,7 @@ def test_compiled_gamma_search_picks_the_argmin_of_the_model():
     net = pt_kfgn.mlp([4, 5, 3], ["tanh", "identity"], seed=6)
     X, Y = make_batch("bce", 8, 4, 3)
     eta, lam, gamma, w2 = 1e-3, 0.2, 0.05, 0.5
-    f0, *g = _grad_fn(net, "bce", eta)(X, Y)
+    _f0, *g = _grad_fn(net, "bce", eta)(X, Y)
     factors = pt_kfgn.kronecker_factors(net, "bce", X, Y, "kfra")
     _, _, G, _, _ = brute_gn(net, "bce", X, Y)
     grad = _flat_pairs(g)
@@ -244,7 +244,7 @@ def test_hf_cg_equals_exact_damped_solve(block):
     X, Y = make_batch("softmax_ce", 8, 4, 3)
     hf = HessianFree(net, "softmax_ce", lam=0.5, eta=1e-3, block_diagonal=block)
     _, _, G, _, _ = brute_gn(net, "softmax_ce", X, Y)
-    f0, *g = _grad_fn(net, "softmax_ce", 1e-3)(X, Y)
+    _f0, *g = _grad_fn(net, "softmax_ce", 1e-3)(X, Y)
     # HF's own flat order is [W1.ravel(), b1, W2.ravel(), b2] = per-layer vstack([W, b]).ravel()
     grad = _flat_pairs(g)
     delta, _ = hf.solve(X, Y, grad, 0.5 + 1e-3, np.zeros_like(grad), max_iters=200)

@@ -72,7 +72,7 @@ def test_cli_trains_writes_log_and_plot_and_resumes(tmp_path, monkeypatch):
     args = ["train", "--dataset", "curves", "--method", "kfra", "--steps", "3", "--n-train", "60",
             "--batch-size", "20", "--widths", "6,2", "--out", str(out), "--backend", "fast", "--no-progress",
             "--eval-every", "2", "--checkpoint-every", "2", "--dtype", "float64"]
-    import pt_kfgn.data.curves as curves
+    from pt_kfgn.data import curves
 
     monkeypatch.setattr(curves, "generate_curves", lambda n_train, n_test, seed=0: (
         curves._render(np.random.default_rng(seed).uniform(2, 25, (n_train, 3, 2))), np.zeros((0, 784))))

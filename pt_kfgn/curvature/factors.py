@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytensor.tensor as pt
 
-from pt_kfgn.curvature.recursions import backprop_average, batch_size, backprop_per_sample, backprop_sqrt
+from pt_kfgn.curvature.recursions import backprop_average, backprop_per_sample, backprop_sqrt, batch_size
 from pt_kfgn.graph.chain import LayerChain
 from pt_kfgn.graph.losses import Loss
 

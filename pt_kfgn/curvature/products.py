@@ -6,7 +6,6 @@ output; ``G v = Jᵀ (H_L J v) / N`` adds one reverse-mode product (``pullback``
 
 from __future__ import annotations
 
-import pytensor.tensor as pt
 from pytensor.gradient import pullback, pushforward
 
 from pt_kfgn.curvature.recursions import batch_size

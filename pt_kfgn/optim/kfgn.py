@@ -181,7 +181,7 @@ class KFGN(Optimizer):
         if self._factor_state and self.t - self.rejected == 1:
             k = 0.0
         zeta_t = rules.averaging_weight(self.t, self.zeta)
-        Ebar, f0, f_new, alpha, dM, rho, ok, gamma = self._fn(3 if search else 1)(X, Y, k, zeta_t)
+        Ebar, f0, f_new, alpha, dM, rho, ok, _gamma = self._fn(3 if search else 1)(X, Y, k, zeta_t)
         lam = float(self.lam.get_value())
         if not ok:  # rejected: parameters untouched; raise both dampings
             self.rejected += 1
