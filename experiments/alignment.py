@@ -9,12 +9,11 @@ KFRA and KFAC directions (factored Tikhonov and exact Kronecker inverse) with th
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
 
-from experiments.common import dataset
+from experiments.common import config_parser, dataset
 from pt_kfgn.cli import build_net
 from pt_kfgn.diagnostics import Alignment
 from pt_kfgn.optim.kfgn import KFGN
@@ -89,12 +88,7 @@ def plot(rows, out: Path, label: str, sizes) -> None:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = config_parser(__doc__, "results/alignment")
     p.add_argument("--dataset", default="curves")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_const", dest="config", const="quick")
-    g.add_argument("--full", action="store_const", dest="config", const="full")
-    g.add_argument("--smoke", action="store_const", dest="config", const="smoke")
-    p.add_argument("--out", default="results/alignment")
     a = p.parse_args()
-    main(a.dataset, a.config or "quick", a.out)
+    main(a.dataset, a.config, a.out)

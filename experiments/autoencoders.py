@@ -10,11 +10,10 @@ settings it was made with.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from experiments.common import dataset, grid_summary, logs_of, mean_curve, run
+from experiments.common import config_parser, dataset, grid_summary, logs_of, mean_curve, run
 from pt_kfgn.plotting import plot_logs
 
 CONFIGS = {
@@ -91,12 +90,7 @@ def main(datasets=("curves", "faces", "mnist"), config: str = "quick", out="resu
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = config_parser(__doc__, "results/autoencoders")
     p.add_argument("--datasets", default="curves,faces,mnist")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_const", dest="config", const="quick")
-    g.add_argument("--full", action="store_const", dest="config", const="full")
-    g.add_argument("--smoke", action="store_const", dest="config", const="smoke")
-    p.add_argument("--out", default="results/autoencoders")
     a = p.parse_args()
-    main(a.datasets.split(","), a.config or "quick", a.out)
+    main(a.datasets.split(","), a.config, a.out)

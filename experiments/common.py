@@ -66,3 +66,16 @@ def logs_of(out: Path, names) -> dict:
 
 def dataset(name: str, n_train=None):
     return load_dataset(name, n_train)
+
+
+def config_parser(doc: str, out: str):
+    """An argument parser with the shared ``--quick`` / ``--full`` / ``--smoke`` switch and ``--out``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group()
+    for name in ("quick", "full", "smoke"):
+        g.add_argument(f"--{name}", action="store_const", dest="config", const=name)
+    p.set_defaults(config="quick")
+    p.add_argument("--out", default=out)
+    return p

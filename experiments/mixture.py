@@ -8,11 +8,10 @@ KFLR vs KFRA vs KFAC (defaults) vs Adam (default lr and a small grid), per updat
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from experiments.common import dataset, grid_summary, logs_of, run
+from experiments.common import config_parser, dataset, grid_summary, logs_of, run
 from pt_kfgn.plotting import plot_logs
 
 CONFIGS = {
@@ -58,11 +57,6 @@ def main(config: str = "quick", out="results/mixture", **over) -> dict:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_const", dest="config", const="quick")
-    g.add_argument("--full", action="store_const", dest="config", const="full")
-    g.add_argument("--smoke", action="store_const", dest="config", const="smoke")
-    p.add_argument("--out", default="results/mixture")
+    p = config_parser(__doc__, "results/mixture")
     a = p.parse_args()
-    main(a.config or "quick", a.out)
+    main(a.config, a.out)
