@@ -95,3 +95,24 @@ def test_bad_input_gives_clear_errors():
         pt_kfgn.mlp([4, 3, 2], ["swish", "identity"])
     with pytest.raises(ValueError, match="expected W"):
         net.set_params([(np.zeros((3, 4)), np.zeros(3)), (np.zeros((3, 2)), np.zeros(2))])
+
+
+def test_optimiser_on_a_user_graph_matches_the_builder():
+    from pt_kfgn.graph.layers import GraphNet
+    from pt_kfgn.optim.kfgn import KFGN
+
+    net = pt_kfgn.mlp([4, 3, 2], ["tanh", "identity"], seed=0)
+    W1, b1, W2, b2 = (pytensor.shared(v.copy(), name=n)
+                      for v, n in zip([p.get_value() for p in net.flat_params], ["W1", "b1", "W2", "b2"]))
+    X = pt.matrix("X")
+    user = GraphNet(pt.tanh(X @ W1 + b1) @ W2 + b2, X)
+    assert user.sizes == [4, 3, 2]
+    Xv = np.random.default_rng(0).standard_normal((9, 4))
+    Yv = np.random.default_rng(1).random((9, 2))
+    for n in (net, user):
+        KFGN(n, "bce", "kfra", T2=1).step(Xv, Yv)
+    for (Wa, ba), (Wb, bb) in zip(net.get_params(), user.get_params()):
+        np.testing.assert_allclose(Wa, Wb, rtol=1e-12)
+        np.testing.assert_allclose(ba, bb, rtol=1e-12)
+    with pytest.raises(ValueError, match="input"):
+        GraphNet(user.output, pt.matrix("other"))

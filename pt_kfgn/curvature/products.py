@@ -15,7 +15,10 @@ from pt_kfgn.graph.losses import Loss
 
 def jacobian_vector(chain: LayerChain, params, vs):
     """``J v`` (N, d_L): the change of ``h_L`` along the parameter direction ``vs`` (one per param)."""
-    return pushforward(chain.output, list(params), list(vs), use_op_pushforward=True)
+    try:  # true forward mode where every op implements it (builder graphs) ...
+        return pushforward(chain.output, list(params), list(vs), use_op_pushforward=True)
+    except NotImplementedError:  # ... else PyTensor's pushforward by two pullbacks (e.g. `@` → Matmul)
+        return pushforward(chain.output, list(params), list(vs))
 
 
 def gn_quadratic_form(chain: LayerChain, loss: Loss, y, params, vs):
