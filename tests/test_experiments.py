@@ -30,6 +30,13 @@ def test_autoencoders_smoke(tmp_path, shared_dir):
         assert r["adam_grid"]["n_runs"] == 2 and r["adam_grid"]["best"] is not None
         assert (tmp_path / name / "loss_vs_step.png").exists() and (tmp_path / name / "loss_vs_wall_time.png").exists()
         assert res[name]["kfac"]["steps"] == 3
+    from experiments.report import main as report
+
+    (tmp_path / "autoencoders").mkdir()
+    for name in names:
+        (tmp_path / name).rename(tmp_path / "autoencoders" / name)
+    text = report(tmp_path)
+    assert "| kfra |" in text and "loss at update 3" in text and (tmp_path / "RESULTS.md").exists()
 
 
 def test_mixture_smoke(tmp_path, shared_dir):
