@@ -32,7 +32,22 @@ CONFIGS = {
 }
 
 
-def run_dataset(name: str, cfg: dict, out: Path, methods=("kfra", "kfac")) -> dict:
+def run_dataset(name: str, cfg: dict, out: Path, methods=("kfra", "kfac"), only=None) -> dict:
+    """Run (or, with ``only``, rerun just those methods of an existing result) and plot one dataset."""
+    if only:
+        X, Y, loss, label = dataset(name, cfg["n_train"][name])
+        res = json.loads((out / "results.json").read_text())
+        kw = dict(loss=loss, widths=cfg["widths"], eval_every=cfg["eval_every"], batch_size=cfg["batch_size"],
+                  backend=cfg.get("backend"), dtype=cfg.get("dtype", "float32"),
+                  X_eval=X[:cfg["eval_n"]], Y_eval=Y[:cfg["eval_n"]])
+        for m in only:
+            if m == "adam_default":
+                res[m] = run("adam", X, Y, out=out / m, steps=cfg["adam_steps"], lr=1e-3, **kw)
+            else:
+                res[m] = run(m, X, Y, out=out / m, steps=cfg["steps"], **kw)
+        (out / "results.json").write_text(json.dumps(res, indent=2, default=str))
+        plot_dataset(out, res, label)
+        return res
     X, Y, loss, label = dataset(name, cfg["n_train"][name])
     kw = dict(loss=loss, widths=cfg["widths"], eval_every=cfg["eval_every"], batch_size=cfg["batch_size"],
               backend=cfg.get("backend"), dtype=cfg.get("dtype", "float32"),
@@ -77,12 +92,13 @@ def plot_dataset(out: Path, res: dict, label: str) -> None:
         plot_logs(logs, out / f"loss_vs_{x}.png", title=f"{label}: training error", x=x, note=note)
 
 
-def main(datasets=("curves", "faces", "mnist"), config: str = "quick", out="results/autoencoders", **over):
+def main(datasets=("curves", "faces", "mnist"), config: str = "quick", out="results/autoencoders", only=None,
+         **over):
     cfg = {**CONFIGS[config], **over}
     out = Path(out)
     results = {}
     for name in datasets:
-        results[name] = run_dataset(name, cfg, out / name)
+        results[name] = run_dataset(name, cfg, out / name, only=only)
         s = results[name]
         print(f"{name}: " + ", ".join(f"{m} {s[m]['final_train_loss']:.4g}" for m in ("kfra", "kfac", "adam_default"))
               + (f", adam best {s['adam_grid']['best']['final_train_loss']:.4g}" if s["adam_grid"]["best"] else ""))
@@ -92,5 +108,6 @@ def main(datasets=("curves", "faces", "mnist"), config: str = "quick", out="resu
 if __name__ == "__main__":
     p = config_parser(__doc__, "results/autoencoders")
     p.add_argument("--datasets", default="curves,faces,mnist")
+    p.add_argument("--only", default=None, help="rerun these methods (e.g. kfra,kfac), keep the rest")
     a = p.parse_args()
-    main(a.datasets.split(","), a.config, a.out)
+    main(a.datasets.split(","), a.config, a.out, only=a.only.split(",") if a.only else None)
