@@ -66,3 +66,10 @@ def test_benchmarks_smoke(tmp_path):
     assert set(ratios) >= {"kfra_over_adam", "kfac_over_kfra"} and rep["batch"] == 8
     # FLOP count of a gradient step: 3 × forward, forward = Σ 2 N d_in d_out
     assert flops("adam", [12, 4, 12], 8) == 3 * (2 * 8 * 12 * 4 * 2)
+
+
+def test_sensitivity_smoke(tmp_path):
+    from experiments.sensitivity import main
+
+    res = main("smoke", tmp_path)
+    assert set(res) == {"curves/lam150", "curves/lam1.5"} and res["curves/lam150"] != res["curves/lam1.5"]
