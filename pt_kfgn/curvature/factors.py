@@ -30,7 +30,9 @@ def input_factor(layer):
 
 
 def _gram(S):
-    """``(1/N) Σ_{n,r} S[n, r] S[n, r]ᵀ`` for S (N, r, d) (eq. 25)."""
+    """``(1/N) Σ_{n,r} S[n, r] S[n, r]ᵀ`` for S (N, r, d) or (N, d) (eq. 25)."""
+    if S.ndim == 2:
+        return pt.dot(S.T, S) / batch_size(S)
     return pt.tensordot(S, S, axes=[[0, 1], [0, 1]]) / batch_size(S)
 
 
@@ -50,7 +52,7 @@ def output_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
         if rng is None:
             raise ValueError("kfac needs a shared rng (pt_kfgn.graph.losses.new_rng)")
         g, nxt = loss.sample_grad(h, rng)
-        return [_gram(S) for S in backprop_sqrt(chain, g[:, None, :])], {rng: nxt}
+        return [_gram(S) for S in backprop_sqrt(chain, g)], {rng: nxt}
     raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
 
 

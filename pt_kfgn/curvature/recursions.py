@@ -35,10 +35,16 @@ def _backward(chain: LayerChain, init, push):
 
 
 def backprop_sqrt(chain: LayerChain, S_L):
-    """Per-datapoint factors ``S_λ`` (N, r, d_λ) with ``𝒢_λ[n] = S_λ[n]ᵀ S_λ[n]`` (eq. 23-24)."""
+    """Per-datapoint factors ``S_λ`` (N, r, d_λ) with ``𝒢_λ[n] = S_λ[n]ᵀ S_λ[n]`` (eq. 23-24).
+
+    A matrix ``S_L`` (N, d_L) is one vector per datapoint (KFAC's sampled gradients, r = 1): it is
+    propagated with plain matrix products.
+    """
 
     def push(S, W, layer):
         d1, _ = transfer_derivatives(layer)
+        if S.ndim == 2:
+            return pt.dot(S, W.T) * d1
         return pt.tensordot(S, W, axes=[[2], [1]]) * d1[:, None, :]
 
     return _backward(chain, S_L, push)
