@@ -45,7 +45,10 @@ def output_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
     """
     h = chain.output
     if method in ("kflr", "exact"):
-        return [_gram(S) for S in backprop_sqrt(chain, loss.sqrt_hessian(h, y))], {}
+        S_L = loss.sqrt_hessian(h, y)
+        if S_L.type.shape[1] == 1:  # rank one per datapoint (one output): the matrix-product path
+            S_L = S_L[:, 0, :]
+        return [_gram(S) for S in backprop_sqrt(chain, S_L)], {}
     if method == "kfra":
         return backprop_average(chain, loss.mean_hessian(h, y)), {}
     if method == "kfac":
