@@ -62,7 +62,7 @@ def test_kfra_with_defaults_beats_adam_with_defaults_at_200_steps():
         opt = make_optimizer(method, net, "bce", backend="fast")
         rows = train(opt, X, X, 200, batch_size=100, seed=0, progress=False, eval_every=200)
         final[method] = rows[-1]["train_loss"]
-    # measured when written: KFRA 12.05, Adam 14.05
+    # measured (defaults, λ₀ = 1.5): KFRA 11.82, Adam 14.05 (with λ₀ = 150: KFRA 12.05)
     assert final["kfra"] < final["adam"] - 1.0, final
 
 
