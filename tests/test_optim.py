@@ -315,3 +315,18 @@ def test_first_order_updates_are_usable_lasagne_style():
                           mode="FAST_COMPILE")
     X, Y = make_batch("mse", 12, 3, 2)
     assert f(X, Y) > f(X, Y)
+
+
+def test_warm_compile_leaves_the_trajectory_unchanged():
+    X, Y = make_batch("softmax_ce", 10, 3, 2, seed=4)
+    params = []
+    for warm in (False, True):
+        net = pt_kfgn.mlp([3, 4, 2], ["tanh", "identity"], seed=0)
+        opt = KFGN(net, "softmax_ce", "kfac", T2=2)
+        if warm:
+            opt.compile()
+        for _ in range(3):
+            opt.step(X, Y)
+        params.append([p.get_value() for p in net.flat_params])
+    for a, b in zip(*params):
+        assert np.array_equal(a, b)

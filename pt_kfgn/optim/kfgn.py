@@ -166,11 +166,21 @@ class KFGN(Optimizer):
                 self._fns[n_gamma] = self._build(n_gamma)
         return self._fns[n_gamma]
 
-    def compile(self):
-        """Compile the step functions now (otherwise on first use)."""
-        self._fn(1)
-        if self.gamma_search:
-            self._fn(3)
+    def compile(self, warm: bool = True):
+        """Compile the step functions now (otherwise on first use).
+
+        ``warm``: also run each once on a dummy two-point batch — the Numba backend JIT-compiles at the
+        first call — and restore every shared variable (parameters, damping, RNG) afterwards.
+        """
+        fns = [self._fn(1)] + ([self._fn(3)] if self.gamma_search else [])
+        if warm:
+            state = self.state_dict()
+            X = np.zeros((2, self.net.sizes[0]), self.net.dtype)
+            Y = np.zeros((2, self.net.sizes[-1]), self.net.dtype)
+            Y[:, 0] = 1.0  # a valid target for every loss (one-hot for softmax)
+            for fn in fns:
+                fn(X, Y, 0.0, 0.0)
+            self.load_state_dict(state)
         return self
 
     # -- one iteration ---------------------------------------------------------------------------
