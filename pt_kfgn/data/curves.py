@@ -5,6 +5,10 @@ quadratic through them with chord-length nodes (0, t₁, 1), sampled at 200 valu
 ``exp(−d²/2σ²)`` with ``d`` the distance of each pixel centre to the nearest curve sample, σ = 0.75.
 The training set (20,000) is drawn first, then the test set (10,000), from one ``default_rng(seed)``
 stream.  Not the original ``digs3pts_1.mat``: label results "CURVES (regenerated)".
+
+[ours] Ink below float32's smallest normal number (≈ 1.2e-38) is set to exactly 0: about 5 % of the pixels
+would otherwise be float32 *subnormals*, on which x86 BLAS kernels run ~10× slower (measured: a 1000-image
+``XᵀX`` took 274 ms with them, 24 ms without). No statistic of the recipe changes at any printed precision.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 SIDE, MARGIN, SIGMA, N_S = 28, 2.0, 0.75, 200
+TINY = np.finfo(np.float32).tiny
 
 
 def _render(P: np.ndarray, chunk: int = 100) -> np.ndarray:
@@ -35,7 +40,9 @@ def _render(P: np.ndarray, chunk: int = 100) -> np.ndarray:
         c = C[i:i + chunk]
         # |q − c|² = |q|² − 2 q·c + |c|², the cross term as one batched matrix product
         d2 = qq - 2.0 * np.matmul(q[None], c.transpose(0, 2, 1)) + (c ** 2).sum(-1)[:, None, :]
-        out[i:i + chunk] = np.exp(-np.maximum(d2.min(-1), 0.0) / (2 * SIGMA ** 2))
+        ink = np.exp(-np.maximum(d2.min(-1), 0.0) / (2 * SIGMA ** 2))
+        ink[ink < TINY] = 0.0  # no float32 subnormals (see the module docstring)
+        out[i:i + chunk] = ink
     return out
 
 
@@ -53,7 +60,7 @@ def load_curves(n_train: int = 20000, n_test: int = 10000, seed: int = 0, cache:
     """Generated CURVES, cached as ``.npz`` in the data cache (see :mod:`pt_kfgn.data.cache`)."""
     from pt_kfgn.data.cache import cache_dir
 
-    path = cache_dir() / f"curves_v0_seed{seed}_{n_train}_{n_test}.npz"
+    path = cache_dir() / f"curves_v0ftz_seed{seed}_{n_train}_{n_test}.npz"
     if cache and path.exists():
         with np.load(path) as f:
             return f["train"], f["test"]
