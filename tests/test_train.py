@@ -88,3 +88,14 @@ def test_cli_trains_writes_log_and_plot_and_resumes(tmp_path, monkeypatch):
 def test_cli_rejects_an_unknown_method(tmp_path):
     with pytest.raises(SystemExit):
         main(["train", "--method", "newton", "--out", str(tmp_path)])
+
+
+def test_subnormal_inputs_are_reported():
+    from pt_kfgn.train import warn_subnormal
+
+    X = np.ones((4, 3), np.float32)
+    assert warn_subnormal(X, "float32") == 0
+    X[0, :2] = 1e-40  # float32 subnormals (a normal float64)
+    with pytest.warns(RuntimeWarning, match="2 subnormal float32"):
+        assert warn_subnormal(X, "float32") == 2
+    assert warn_subnormal(X.astype(np.float64), "float64") == 0
