@@ -73,3 +73,22 @@ def test_sensitivity_smoke(tmp_path):
 
     res = main("smoke", tmp_path)
     assert set(res) == {"curves/lam150", "curves/lam1.5"} and res["curves/lam150"] != res["curves/lam1.5"]
+
+
+def test_profile_step_smoke(tmp_path):
+    from experiments.profile_step import STAGES, main
+
+    rep = main(reps=1, batch=8, dtype="float64", backend="fast", json_path=tmp_path / "p.json", widths=(4, 2),
+               dim=12)
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert [r["stage"] for r in saved["rows"]][:len(STAGES)] == list(STAGES)
+    # the stages add up to the measured step
+    assert abs(sum(r["ms"] for r in rep["rows"]) - rep["kfra_step_ms"]) < 1e-6
+
+
+def test_curves_long_smoke(tmp_path):
+    from experiments.curves_long import main
+
+    s = main(out=tmp_path, smoke=True)
+    assert s["final"]["kfra"]["steps"] == 6 and s["final"]["adam"]["steps"] == 20
+    assert (tmp_path / "loss_vs_wall_time.png").exists() and (tmp_path / "summary.json").exists()
