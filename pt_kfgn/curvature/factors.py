@@ -8,6 +8,8 @@ input factor first, ``Q`` of size ``d_in + 1``.  Both factors are **means** over
 
 from __future__ import annotations
 
+import warnings
+
 import pytensor.tensor as pt
 
 from pt_kfgn.curvature.recursions import backprop_average, backprop_per_sample, backprop_sqrt, batch_size
@@ -54,7 +56,10 @@ def output_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
     if method == "kfac":
         if rng is None:
             raise ValueError("kfac needs a shared rng (pt_kfgn.graph.losses.new_rng)")
-        g, nxt = loss.sample_grad(h, rng)
+        with warnings.catch_warnings():  # each compiled step function draws from the shared rng once and
+            # writes its next state back (the update returned below): reuse across graphs is intended
+            warnings.filterwarnings("ignore", message="RandomGeneratorVariable .* has already been used")
+            g, nxt = loss.sample_grad(h, rng)
         return [_gram(S) for S in backprop_sqrt(chain, g)], {rng: nxt}
     raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
 
