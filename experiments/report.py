@@ -52,7 +52,7 @@ def table(res_path: Path, name: str, methods) -> list[str]:
     for label, s, log in rows:
         at, _ = loss_at(log, steps2) if log.exists() else (None, None)
         at_t = loss_at_time(log, t_ref) if log.exists() else None
-        fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
+        fmt = lambda v: "" if v is None else f"{v:.4g}"
         lines.append(f"| {label} | {s['final_train_loss']:.4g} | {s['steps']} | {s['train_seconds']:.0f} | "
                      f"{fmt(at)} | {fmt(at_t)} |")
     lines += ["", f"paper: {PAPER.get(name, '')}", ""]
