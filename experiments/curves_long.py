@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from experiments.report import loss_at, loss_at_time
 from pt_kfgn.cli import main as cli
 from pt_kfgn.plotting import plot_logs
 from pt_kfgn.train import read_log
@@ -26,23 +27,18 @@ SMOKE = ["--n-train", "40", "--batch-size", "20", "--widths", "4,2", "--no-progr
 LABEL = "CURVES (regenerated, recipe CURVES-v0)"
 
 
-def _at(rows, key, value):
-    """Training loss at the last evaluation with ``key`` <= value."""
-    pts = [r for r in rows if r["train_loss"] is not None and r[key] <= value]
-    return pts[-1]["train_loss"] if pts else None
-
-
 def summarise(out: Path) -> dict:
     logs = {m: read_log(out / m / "log.csv") for m in RUNS}
     kfra, adam = logs["kfra"], logs["adam"]
     t_kfra, n_kfra = kfra[-1]["wall_time"], kfra[-1]["step"]
+    kfra_log, adam_log = out / "kfra" / "log.csv", out / "adam" / "log.csv"
     summary = {
         "dataset": LABEL,
         "final": {m: {"steps": r[-1]["step"], "seconds": r[-1]["wall_time"], "train_loss": r[-1]["train_loss"]}
                   for m, r in logs.items()},
-        "adam_at_kfra_updates": _at(adam, "step", n_kfra),
-        "adam_at_kfra_seconds": _at(adam, "wall_time", t_kfra),
-        "kfra_at_adam_seconds": _at(kfra, "wall_time", adam[-1]["wall_time"]),
+        "adam_at_kfra_updates": loss_at(adam_log, n_kfra)[0],
+        "adam_at_kfra_seconds": loss_at_time(adam_log, t_kfra),
+        "kfra_at_adam_seconds": loss_at_time(kfra_log, adam[-1]["wall_time"]),
     }
     note = "KFRA: default settings; Adam: lr 2^-9 (grid best of the quick CURVES run); batch 1000, 2-core CPU"
     labels = {"kfra": "KFRA (defaults)", "adam": "Adam lr 2^-9"}
