@@ -105,12 +105,20 @@ class SquaredError(Loss):
 
 
 class BernoulliCE(Loss):
-    """E = −Σ_i y_i log σ(h_i) + (1 − y_i) log(1 − σ(h_i)), y ∈ [0, 1] (MNIST, CURVES), via softplus."""
+    """E = −Σ_i y_i log σ(h_i) + (1 − y_i) log(1 − σ(h_i)), y ∈ [0, 1] (MNIST, CURVES).
+
+    Written ``softplus(−|h|) + (1 − y) h`` for h > 0 and ``softplus(−|h|) − y h`` for h ≤ 0
+    (= ``softplus(h) − y h``): non-negative terms and one softplus, so the value does not cancel at
+    saturated logits (``softplus(h) − h`` is 0 in float32 for h ≳ 17, where E ≈ e^{−h}) and is never
+    negative; the gradient ``σ(h) − y`` is accurate to float eps.  ``|h|`` is a switch so that the gradient at
+    h = 0 is ``σ(0) − y``.
+    """
 
     name = "bce"
 
     def per_sample(self, h, y):
-        return (pt.softplus(h) - y * h).sum(axis=1)
+        pos = h > 0
+        return (pt.softplus(-pt.switch(pos, h, -h)) + pt.switch(pos, (1 - y) * h, -y * h)).sum(axis=1)
 
     @staticmethod
     def _s(h):
@@ -130,9 +138,9 @@ class BernoulliCE(Loss):
         return pt.diag(pt.sqr(self._s(h)).mean(axis=0))
 
     def sample_grad(self, h, rng):
-        p = pt.sigmoid(h)
         nxt, u = rng.uniform(size=h.shape, dtype=h.dtype)
-        return p - pt.cast(u < p, h.dtype), nxt
+        yhat = pt.cast(u < pt.sigmoid(h), h.dtype)
+        return (1 - yhat) * pt.sigmoid(h) - yhat * pt.sigmoid(-h), nxt  # σ(h) − ŷ without cancellation
 
     def check_targets(self, Y, n, d):
         Y = super().check_targets(Y, n, d)
@@ -193,34 +201,57 @@ class Mixture(Loss):
     Exact ``H_L = μ′²(y/μ² + (1−y)/(1−μ)²) + μ″(μ − y)/(μ(1 − μ))`` can be negative.  The GN uses the
     convex split (the cross-entropy is convex in μ): ``H_L^GN = μ′²(y/μ² + (1−y)/(1−μ)²) ≥ 0`` with the
     square root ``√H_L^GN``.  KFAC samples ``ŷ ~ Bern(μ)``, ``ĝ = μ′(μ − ŷ)/(μ(1 − μ))``.
+
+    **Stable forms** (every term finite and accurate in float32 for any logit): nothing is formed by
+    subtracting from 1.  ``1 − μ(h) = μ(−h)`` and ``μ′`` is even, so every ratio is written through
+    ``R(h) = μ′(h)/μ(h) = (σ(−h) + 2 r σ(−2h)) / (1 + r)`` with ``r = σ(2h)/σ(h) = exp(softplus(−h) −
+    softplus(−2h))`` (a sum of bounded positive terms over ``1 + r``); ``μ′/(1 − μ) = R(−h)``.  Then
+    ``∂E/∂h = −y R(h) + (1 − y) R(−h)``, ``H_L^GN = y R(h)² + (1 − y) R(−h)²`` and
+    ``log μ = log1p(−μ(−h))`` for h > 0, ``log σ(h) + log1p(r) − log 2`` for h ≤ 0 (each branch fed
+    only inputs where it is exact, so neither branch's gradient can be 0·∞).
     """
 
     name = "mixture"
 
     @staticmethod
     def _mu(h):
-        s1, s2 = pt.sigmoid(h), pt.sigmoid(2 * h)
-        mu = 0.5 * (s1 + s2)
-        dmu = 0.5 * s1 * (1 - s1) + s2 * (1 - s2)
-        return mu, dmu
+        """μ(h) = ½σ(h) + ½σ(2h), as a sum of positive terms (no cancellation)."""
+        return 0.5 * (pt.sigmoid(h) + pt.sigmoid(2 * h))
+
+    @staticmethod
+    def _r(h):
+        """r = σ(2h)/σ(h) = exp(softplus(−h) − softplus(−2h)) ∈ (0, 1.21]."""
+        return pt.exp(pt.softplus(-h) - pt.softplus(-2 * h))
+
+    @classmethod
+    def _ratio(cls, h):
+        """R(h) = μ′(h)/μ(h) in its stable form (class docstring); R(−h) = μ′(h)/(1 − μ(h))."""
+        r = cls._r(h)
+        return (pt.sigmoid(-h) + 2 * r * pt.sigmoid(-2 * h)) / (1 + r)
+
+    @classmethod
+    def _log_mu(cls, h):
+        """log μ(h) ≤ 0 without cancellation or subnormals: log1p(−μ(−h)) for h > 0 and
+        ``log σ(h) + log1p(r) − log 2`` for h ≤ 0 (no exp of a large negative number)."""
+        hp = pt.maximum(h, 0)  # each branch sees only the inputs where it is selected
+        hn = pt.minimum(h, 0)
+        pos = pt.log1p(-cls._mu(-hp))
+        neg = -pt.softplus(-hn) + pt.log1p(cls._r(hn)) - np.log(2.0)
+        return pt.switch(h > 0, pos, neg)
 
     def per_sample(self, h, y):
-        h0 = h[:, 0]
-        y0 = y[:, 0]
-        log_mu = pt.logaddexp(-pt.softplus(-h0), -pt.softplus(-2 * h0)) - np.log(2.0)
-        log_1mmu = pt.logaddexp(-pt.softplus(h0), -pt.softplus(2 * h0)) - np.log(2.0)
-        return -(y0 * log_mu + (1 - y0) * log_1mmu)
+        h0, y0 = h[:, 0], y[:, 0]
+        return -(y0 * self._log_mu(h0) + (1 - y0) * self._log_mu(-h0))
 
     def _hgn(self, h, y):
-        mu, dmu = self._mu(h)
-        return pt.sqr(dmu) * (y / pt.sqr(mu) + (1 - y) / pt.sqr(1 - mu))  # (N, 1)
+        return y * pt.sqr(self._ratio(h)) + (1 - y) * pt.sqr(self._ratio(-h))  # (N, 1)
 
     def hessian(self, h, y):
         g = pt.grad(self.per_sample(h, y).sum(), h)  # separable: the diagonal is the full Hessian
         return pt.grad(g.sum(), h)[:, :, None]
 
     def sqrt_hessian(self, h, y):
-        return pt.sqrt(self._hgn(h, y))[:, :, None]
+        return (y * self._ratio(h) + (1 - y) * self._ratio(-h))[:, :, None]  # y ∈ {0, 1}: √ of _hgn
 
     def gn_hessian(self, h, y):
         return self._hgn(h, y)[:, :, None]
@@ -232,10 +263,9 @@ class Mixture(Loss):
         return self._hgn(h, y).mean(axis=0, keepdims=True)
 
     def sample_grad(self, h, rng):
-        mu, dmu = self._mu(h)
         nxt, u = rng.uniform(size=h.shape, dtype=h.dtype)
-        yhat = pt.cast(u < mu, h.dtype)
-        return dmu * (mu - yhat) / (mu * (1 - mu)), nxt
+        yhat = pt.cast(u < self._mu(h), h.dtype)
+        return -yhat * self._ratio(h) + (1 - yhat) * self._ratio(-h), nxt  # μ′(μ − ŷ)/(μ(1 − μ))
 
     def check_targets(self, Y, n, d):
         if d != 1:
