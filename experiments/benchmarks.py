@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import platform
 import resource
@@ -27,7 +28,7 @@ AE = (1000, 500, 250, 30)
 
 
 def layer_dims(sizes):
-    return list(zip(sizes[:-1], sizes[1:]))
+    return list(itertools.pairwise(sizes))
 
 
 def flops(method: str, sizes, N: int) -> float:
@@ -108,7 +109,7 @@ def peers(X, reps: int) -> dict:
     torch.manual_seed(0)
     dims = [784, *AE, *AE[-2::-1], 784]
     layers = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
         layers.append(torch.nn.Linear(a, b))
         if i < len(dims) - 2 and b != 30:
             layers.append(torch.nn.Tanh())

@@ -9,7 +9,7 @@ timed in the same process, and the difference between consecutive stages is that
 3. + KFRA output factors (eq. 26);
 4. + the direction ``δ`` by factored Tikhonov damping (Cholesky solves, eq. 35-38);
 5. + ``δᵀḠδ`` by forward mode for α* (eq. 41);
-6. the full compiled step (adds the trial loss at θ + α*δ and the guarded in-place update),
+6. the full compiled step (adds the guarded in-place update, and the trial loss at θ + α*δ on T₁ steps),
    beside an Adam step on the same batch.
 
     python -m experiments.profile_step --json results/profile_step.json
@@ -28,7 +28,8 @@ import pytensor.tensor as pt
 from experiments.benchmarks import AE, flops
 from pt_kfgn.backend import compile_function, floatx
 from pt_kfgn.cli import build_net, make_optimizer
-from pt_kfgn.curvature.products import gn_quadratic_form
+from pt_kfgn.optim import stages
+from pt_kfgn.optim.base import regularised_objective
 
 STAGES = ("gradient", "input factors Q", "KFRA factors G", "Cholesky solves", "forward-mode dᵀGd")
 
@@ -45,23 +46,23 @@ def _median_time(fn, args, reps):
 
 
 def stage_outputs(opt, k: int):
-    """The outputs that make stage ``k`` (1-based) compute stages 1..k."""
+    """The outputs that make stage ``k`` (1-based) compute stages 1..k, from :mod:`pt_kfgn.optim.stages`."""
     y, params, eta = opt.y, opt.params, opt.eta
-    f0 = opt.batch_loss() + 0.5 * eta * sum(pt.sqr(p).sum() for p in params)
+    _, f0 = regularised_objective(opt.loss, opt.chain, y, eta)
     grads = pt.grad(f0, params)
     outs = [f0, *grads]
     if k == 1:
         return outs
-    factors, _ = opt._factors(y)
+    factors, _ = stages.curvature(opt.chain, opt.loss, y, opt.method, opt.rng)
     if k == 2:
         return outs + [Q for Q, _ in factors]
     if k == 3:
         return outs + [m for pair in factors for m in pair]
-    deltas = opt._direction(factors, grads, opt.gamma + eta)
+    deltas = stages.direction(stages.damped_inverse(factors, opt.gamma + eta), grads)
     if k == 4:
         return outs + deltas
-    q = gn_quadratic_form(opt.chain, opt.loss, y, params, deltas)
-    return outs + deltas + [q]
+    model = stages.quadratic_model(opt.chain, opt.loss, y, params, grads, deltas, opt.lam, eta)
+    return outs + deltas + [model.alpha]
 
 
 def main(reps: int = 10, batch: int = 1000, dtype: str = "float32", backend=None, json_path=None,

@@ -37,8 +37,8 @@ def table(res_path: Path, name: str, methods) -> list[str]:
     steps2 = res[methods[0]]["steps"]
     lines = [f"### {res['dataset']}", "",
              f"config: `{json.dumps({k: v for k, v in res['config'].items() if k not in ('lrs',)}, default=str)}`", "",
-             f"| method | final train loss | updates | train s | loss at update {steps2} | loss at {methods[0]}'s "
-             f"{res[methods[0]]['train_seconds']:.0f} s |",
+             (f"| method | final train loss | updates | train s | loss at update {steps2} | loss at {methods[0]}'s "
+             f"{res[methods[0]]['train_seconds']:.0f} s |"),
              "|---|---:|---:|---:|---:|---:|"]
     t_ref = res[methods[0]]["train_seconds"]
     rows = [(m, res[m], root / m / "log.csv") for m in methods + ["adam_default"] if m in res]

@@ -9,26 +9,14 @@ Compiled functions are cached on the network, so repeated calls do not recompile
 
 from __future__ import annotations
 
-import numpy as np
 import pytensor.tensor as pt
 
 from pt_kfgn.backend import compile_function, floatx
 from pt_kfgn.curvature.factors import METHODS, exact_blocks
 from pt_kfgn.curvature.factors import kronecker_factors as _factors
 from pt_kfgn.graph.chain import layer_chain
+from pt_kfgn.graph.layers import check_batch
 from pt_kfgn.graph.losses import get_loss, new_rng
-
-
-def check_batch(X, n_in: int, dtype) -> np.ndarray:
-    """A finite (N, n_in) float array, or a clear error."""
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[1] != n_in:
-        raise ValueError(f"inputs of shape {X.shape} do not match the network input (N, {n_in})")
-    if X.shape[0] == 0:
-        raise ValueError("the batch is empty")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("inputs contain NaN or inf")
-    return X.astype(dtype)
 
 
 def _compiled(net, loss, what: str, seed=None):

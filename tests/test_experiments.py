@@ -1,6 +1,7 @@
 """Every experiment script runs end to end in its smoke configuration (tiny nets, few steps)."""
 
 import json
+import math
 
 import pytest
 
@@ -26,7 +27,7 @@ def test_autoencoders_smoke(tmp_path, shared_dir):
     res = main(names, "smoke", tmp_path)
     for name in names:
         r = json.loads((tmp_path / name / "results.json").read_text())
-        assert r["kfra"]["final_train_loss"] < r["kfra"]["final_train_loss"] + 1  # a number, not None
+        assert math.isfinite(r["kfra"]["final_train_loss"]) and r["kfra"]["final_train_loss"] > 0
         assert r["adam_grid"]["n_runs"] == 2 and r["adam_grid"]["best"] is not None
         assert (tmp_path / name / "loss_vs_step.png").exists() and (tmp_path / name / "loss_vs_wall_time.png").exists()
         assert res[name]["kfac"]["steps"] == 3

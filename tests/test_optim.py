@@ -39,7 +39,7 @@ def test_undamped_kflr_step_on_linear_least_squares_is_the_lstsq_solution():
     r = np.random.default_rng(0)
     X, Y = r.standard_normal((40, 5)), r.standard_normal((40, 3))
     net = pt_kfgn.mlp([5, 3], ["identity"], seed=1)
-    opt = KFGN(net, "mse", "kflr", eta=0.0, lam=1e-20, gamma=1e-20, gamma_search=False)
+    opt = KFGN(net, "mse", "kflr", eta=0.0, lam=1e-20, gamma=1e-20, gamma_search=False, T1=1)
     s = opt.step(X, Y)
     Xa = np.hstack([X, np.ones((40, 1))])
     sol = np.linalg.lstsq(Xa, Y, rcond=None)[0]
@@ -52,7 +52,7 @@ def test_rho_is_one_on_a_quadratic_objective_with_any_gamma():
     r = np.random.default_rng(1)
     X, Y = r.standard_normal((30, 4)), r.standard_normal((30, 2))
     net = pt_kfgn.mlp([4, 2], ["identity"], seed=2)
-    opt = KFGN(net, "mse", "kfra", eta=1e-3, lam=1e-12, gamma=1.0, gamma_search=False)
+    opt = KFGN(net, "mse", "kfra", eta=1e-3, lam=1e-12, gamma=1.0, gamma_search=False, T1=1)
     for _ in range(3):
         s = opt.step(X, Y)
         assert abs(s["rho"] - 1) < 1e-8
@@ -162,7 +162,7 @@ class _Cliff(SquaredError):
 def test_non_finite_trial_loss_rejects_the_step_bit_identically():
     net = pt_kfgn.mlp([3, 4, 2], ["tanh", "identity"], seed=0)
     X, Y = np.zeros((6, 3)) + 0.1, np.full((6, 2), 10.0)
-    opt = KFGN(net, _Cliff(), "kfra", lam=1e-6, gamma=1e-6, gamma_search=False)
+    opt = KFGN(net, _Cliff(), "kfra", lam=1e-6, gamma=1e-6, gamma_search=False, trial_every=1, retries=0)
     before = [p.get_value().copy() for p in net.flat_params]
     lam0 = float(opt.lam.get_value())
     s = opt.step(X, Y)

@@ -8,6 +8,7 @@ it walks whatever graph it is given (:mod:`pt_kfgn.graph.chain`), so a hand-writ
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +35,18 @@ TRANSFER_FUNCTIONS = {
 }
 PIECEWISE_LINEAR = frozenset({"identity", "linear", "relu", "leaky_relu"})
 INITS = ("glorot", "sparse")
+
+
+def check_batch(X, n_in: int, dtype) -> np.ndarray:
+    """A finite ``(N, n_in)`` array of ``dtype`` for a network with ``n_in`` inputs, or a clear ValueError."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != n_in:
+        raise ValueError(f"inputs of shape {X.shape} do not match the network input (N, {n_in})")
+    if X.shape[0] == 0:
+        raise ValueError("the batch is empty")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("inputs contain NaN or inf")
+    return X.astype(dtype)
 
 
 def _check_choice(name: str, value: str, choices) -> None:
@@ -87,7 +100,7 @@ class MLP:
         self.sizes, self.activations, self.dtype = sizes, list(activations), dtype
         rng = np.random.default_rng(seed)
         self.params: list[tuple[pytensor.compile.SharedVariable, pytensor.compile.SharedVariable]] = []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
             W = init_weights(n_in, n_out, rng, init, activations[i]).astype(dtype)
             # static shapes let PyTensor fold every factor size to a constant (and JAX needs them)
             self.params.append((pytensor.shared(W, name=f"W{i + 1}", shape=W.shape),

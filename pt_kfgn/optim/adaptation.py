@@ -14,9 +14,9 @@ def step_size(grad_dot_delta, curvature):
     return -grad_dot_delta / curvature
 
 
-def model_change(alpha, grad_dot_delta):
-    """``M̂(α*δ) − M̂(0) = ½ α* δᵀ∇f`` at the optimal α* (eq. 32, 39)."""
-    return 0.5 * alpha * grad_dot_delta
+def model_change(alpha, grad_dot_delta, curvature):
+    """``M̂(αδ) − M̂(0) = α δᵀ∇f + ½ α² δᵀĈδ`` (eq. 32); ``½ α* δᵀ∇f`` at the optimal α* (eq. 39)."""
+    return alpha * grad_dot_delta + 0.5 * alpha ** 2 * curvature
 
 
 def reduction_ratio(f_new, f_old, predicted):
@@ -63,3 +63,15 @@ def validate_positive(**kwargs) -> None:
             continue
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+# [ours] Bounds on the two dampings: λ and γ are clipped into these ranges after every rule, so that a long
+# run of rejections (or of ρ > ¾) cannot drive them to overflow or to zero.  A run that keeps failing at the
+# upper bound stops with a clear error (KFGN's ``max_rejections``) instead of stalling.
+LAMBDA_BOUNDS = (1e-20, 1e8)
+GAMMA_BOUNDS = (1e-20, 1e4)
+
+
+def clip(value: float, bounds: tuple[float, float]) -> float:
+    """``value`` clipped into ``[low, high]``."""
+    return min(max(value, bounds[0]), bounds[1])

@@ -13,8 +13,19 @@ import pytensor.tensor as pt
 
 from pt_kfgn.backend import check_backend, compile_function, floatx
 from pt_kfgn.graph.chain import layer_chain
+from pt_kfgn.graph.layers import check_batch
 from pt_kfgn.graph.losses import get_loss
-from pt_kfgn.interop import check_batch
+
+
+def regularised_objective(loss, chain, y, eta: float):
+    """``(Ē, f)`` with ``f = Ē + ½η‖θ‖²`` over every parameter of ``chain`` (the objective of App. B).
+
+    The one place the weight-decay term is written; ``eta = 0`` gives ``f = Ē``.
+    """
+    Ebar = loss.mean(chain.output, y)
+    if not eta:
+        return Ebar, Ebar
+    return Ebar, Ebar + 0.5 * eta * sum(pt.sqr(p).sum() for p in chain.params)
 
 
 class Optimizer:
@@ -42,7 +53,7 @@ class Optimizer:
 
     def batch_loss(self):
         """Ē on the symbolic batch (mean over datapoints of the per-datapoint loss)."""
-        return self.loss.mean(self.chain.output, self.y)
+        return regularised_objective(self.loss, self.chain, self.y, 0.0)[0]
 
     def evaluate(self, X, Y, chunk: int = 5000) -> float:
         """Mean loss over a data set, in chunks (one compiled function, reused)."""

@@ -12,8 +12,15 @@ from pytensor.tensor.linalg import cho_solve, cholesky, eigh
 
 
 def trace_norm_pi(Q, G):
-    """``π = √((tr Q / dim Q) / (tr G / dim G))`` (eq. 38, trace norm)."""
-    return pt.sqrt((pt.trace(Q) / pt.cast(Q.shape[0], Q.dtype)) / (pt.trace(G) / pt.cast(G.shape[0], G.dtype)))
+    """``π = √((tr Q / dim Q) / (tr G / dim G))`` (eq. 38, trace norm).
+
+    [ours] ``π = 1`` when either mean trace is not positive and finite (a dead layer has ``tr G = 0``, which
+    would make π infinite and every later step fail).
+    """
+    tq = pt.trace(Q) / pt.cast(Q.shape[0], Q.dtype)
+    tg = pt.trace(G) / pt.cast(G.shape[0], G.dtype)
+    ok = (tq > 0) & (tg > 0) & pt.isfinite(tq) & pt.isfinite(tg)
+    return pt.switch(ok, pt.sqrt(pt.switch(ok, tq / tg, 1)), 1)
 
 
 def add_to_diagonal(M, c):
@@ -31,16 +38,25 @@ def damped_factors(Q, G, eps):
     return Qd, Gd
 
 
+def damped_cholesky(Q, G, eps):
+    """Lower Cholesky factors ``(L_Q, L_G)`` of the damped factors; a failed factorisation gives NaN."""
+    Qd, Gd = damped_factors(Q, G, eps)
+    return (cholesky(Qd, lower=True, on_error="nan", check_finite=False),
+            cholesky(Gd, lower=True, on_error="nan", check_finite=False))
+
+
+def cholesky_kron_solve(Lq, Lg, grad):
+    """``(L_Q L_Qᵀ)⁻¹ grad (L_G L_Gᵀ)⁻¹``, i.e. ``(Q_d ⊗ G_d)⁻¹ vec(grad)``: two Cholesky solves."""
+    left = cho_solve((Lq, True), grad)  # Q_d⁻¹ ∇
+    return cho_solve((Lg, True), left.T).T  # (G_d⁻¹ (Q_d⁻¹ ∇)ᵀ)ᵀ = Q_d⁻¹ ∇ G_d⁻¹
+
+
 def kron_solve(Q, G, grad, eps):
     """``(Q_d ⊗ G_d)⁻¹ vec(grad)`` as a ``(d_in + 1, d_out)`` matrix, by Cholesky (eq. 35-38).
 
     A failed Cholesky gives NaN (``on_error="nan"``), which the caller's guard rejects.
     """
-    Qd, Gd = damped_factors(Q, G, eps)
-    Lq = cholesky(Qd, lower=True, on_error="nan", check_finite=False)
-    Lg = cholesky(Gd, lower=True, on_error="nan", check_finite=False)
-    left = cho_solve((Lq, True), grad)  # Q_d⁻¹ ∇
-    return cho_solve((Lg, True), left.T).T  # (G_d⁻¹ (Q_d⁻¹ ∇)ᵀ)ᵀ = Q_d⁻¹ ∇ G_d⁻¹
+    return cholesky_kron_solve(*damped_cholesky(Q, G, eps), grad)
 
 
 def exact_kron_solve(Q, G, grad, eps):

@@ -1,13 +1,22 @@
 """The Kronecker-factored Gauss-Newton optimiser: KFLR, KFRA, KFAC (Appendix B).
 
-One iteration, compiled as **one** PyTensor function: forward/backward on the batch → Kronecker
-factors (optionally averaged across steps) → direction ``δ = −Ĉ⁻¹∇f`` by factored Tikhonov damping
-(two Cholesky solves per layer) → ``α*`` from a forward-mode GN product → trial loss ``f(θ + α*δ)`` →
-guarded update.  Every ``T₂`` steps a second compiled variant solves for three γ and keeps the best
-(eq. 43).  ``λ`` (eq. 42) is adapted every ``T₁`` steps in Python by :mod:`pt_kfgn.optim.adaptation`.
+Each iteration is **one** compiled PyTensor function, composed from the named stages of
+:mod:`pt_kfgn.optim.stages`: objective and gradient → Kronecker factors (optionally averaged or cached
+across steps) → damped Cholesky factors → direction ``δ = −Ĉ⁻¹∇f`` → ``α*`` from a forward-mode GN product
+→ guarded update.  The step comes in a few kinds, each compiled once, on first use or by :meth:`KFGN.compile`:
 
-[ours] The trial loss is evaluated on **every** step (one extra forward pass) so that a step whose new
-loss is not finite is rejected before it touches the parameters; the paper evaluates it every T₁ steps.
+* every ``T₁``-th step also evaluates the trial loss ``f(θ + α*δ)`` for ``ρ`` and the LM rule (eq. 42);
+* every ``T₂``-th step solves for three γ and keeps the best (eq. 43);
+* with ``curvature_every``/``inverse_every`` > 1 (amortised curvature [ours, as kfac-jax]) the steps in
+  between reuse the factors / Cholesky factors cached in shared variables.
+
+**Guarantee.**  A step is applied only if the loss at θ, the direction, ``α*`` and the model change are
+finite and the model predicts a decrease (and, on ``T₁`` steps, the trial loss is finite).  A step that
+passes these checks can still land where the *next* batch's loss is not finite (the trial loss is not
+evaluated on every step, as in the paper): the next step then restores the previous parameters from a copy
+kept in shared variables (a **rollback**) before retrying.  A rejected step is retried on the same batch
+with raised damping up to ``retries`` times; after ``max_rejections`` consecutive rejected steps the run
+stops with :class:`StalledError`, naming the cause.
 """
 
 from __future__ import annotations
@@ -20,33 +29,71 @@ import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
 
 from pt_kfgn.backend import compile_function, floatx
-from pt_kfgn.curvature.factors import exact_blocks, kronecker_factors
-from pt_kfgn.curvature.products import gn_quadratic_form
+from pt_kfgn.curvature.factors import METHODS
 from pt_kfgn.graph.losses import new_rng
 from pt_kfgn.optim import adaptation as rules
-from pt_kfgn.optim.base import Optimizer
-from pt_kfgn.optim.damping import add_to_diagonal, kron_solve, layer_matrix
+from pt_kfgn.optim import stages
+from pt_kfgn.optim.base import Optimizer, regularised_objective
 
 KFGN_METHODS = ("kflr", "kfra", "kfac", "blockdiag-exact")
+assert set(KFGN_METHODS) - {"blockdiag-exact"} <= set(METHODS)
+
+
+class StalledError(RuntimeError):
+    """Too many consecutive steps were rejected; the message names the last cause."""
+
+
+def _positive_int(name, v):
+    if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    return int(v)
 
 
 class KFGN(Optimizer):
     """Damped Kronecker-factored Gauss-Newton (Botev et al. 2017, Appendix B).
 
-    Parameters (defaults and their source; equations.md "Damped Kronecker-factored step")
+    Parameters
     ----------
-    method : "kflr" | "kfra" | "kfac" | "blockdiag-exact" (exact GN blocks, tiny nets only).
-    eta : weight decay η, 1e-5 [M&G 2015].
-    lam : initial λ on the full GN, 1.5 [ours, measured: experiments/sensitivity.py; M&G 2015 used 150, which
-        over-damps the first ~50 steps here (ρ ≈ 2) — the paper's own value was not recovered].
-    gamma : initial γ on the approximation, √(λ₀ + η) [M&G 2015].
-    T1, omega1 : LM interval 5 and factor (19/20)^T₁ [paper / M&G].
-    T2, omega2 : γ-search interval 20 and factor (19/20)^(T₂/2) [reconstructed from M&G].
-    zeta : parameter-averaging cap 0.99 [ours]; θ̄ is reported, never used for updates.
-    ema : exponential moving average of the factors across steps, 0 = off [ours: measured, see README].
-    alpha_max : optional cap on α* (the authors' later code used 1) [ours: off].
-    gamma_search : run the γ search every T₂ steps (True) [paper].
-    seed : KFAC's sampler seed.
+    net : MLP or GraphNet
+        The network (its output is the last pre-activation ``h_L``).
+    loss : str or Loss
+        "mse", "bce", "softmax_ce", "mixture" or a :class:`pt_kfgn.graph.losses.Loss`.
+    method : {"kflr", "kfra", "kfac", "blockdiag-exact"}
+        Curvature: KFLR (eq. 23-25), KFRA (eq. 26), KFAC (App. C) or the exact GN blocks (tiny nets only).
+    eta : float
+        Weight decay η, 1e-5 [M&G 2015], on weights and biases alike [ours: the paper does not single out
+        biases].
+    lam : float
+        Initial λ on the full GN, 1.5 [ours, measured: experiments/sensitivity.py; M&G 2015 used 150, which
+        over-damps the first ~50 steps here (ρ ≈ 2); the paper's value was not recovered].
+    gamma : float, optional
+        Initial γ on the approximation; default ``√(λ₀ + η)`` [ours: a convention in the spirit of M&G,
+        who tie γ to λ].
+    T1, omega1 : int, float
+        LM interval 5 and factor ``(19/20)^T₁`` [paper / M&G].
+    T2, omega2 : int, float
+        γ-search interval 20 and factor ``(19/20)^(T₂/2)`` [reconstructed from M&G].
+    zeta : float
+        Parameter-averaging cap 0.99 [ours]; θ̄ (eq. 44-45) is reported, never used for updates.
+    ema : float
+        Moving average of the factors across steps, 0 = off [ours: measured, see README].
+    alpha_max : float, optional
+        Cap on α* (the authors' later code used 1) [ours: off].
+    gamma_search : bool
+        Run the γ search every T₂ steps [paper].
+    trial_every : {"T1", 1}
+        Evaluate the trial loss on the ``T₁`` steps that need ρ (paper, default) or on every step [ours].
+    curvature_every, inverse_every : int
+        Recompute the factors / their damped Cholesky factors every k steps (1 = every step, the paper);
+        ``inverse_every`` is at most ``curvature_every`` [ours, as kfac-jax's update periods].
+    retries : int
+        Retries of a rejected step on the same batch with raised damping, 2 [ours].
+    max_rejections : int
+        Consecutive rejected steps before :class:`StalledError`, 20 [ours].
+    seed : int
+        KFAC's sampler seed.
+    backend : str, optional
+        See :mod:`pt_kfgn.backend`.
     """
 
     name = "kfgn"
@@ -54,13 +101,23 @@ class KFGN(Optimizer):
     def __init__(self, net, loss, method: str = "kfra", *, eta: float = 1e-5, lam: float = 1.5,
                  gamma: float | None = None, T1: int = 5, T2: int = 20, omega1: float | None = None,
                  omega2: float | None = None, zeta: float = 0.99, ema: float = 0.0,
-                 alpha_max: float | None = None, gamma_search: bool = True, seed: int = 0,
-                 backend: str | None = None):
+                 alpha_max: float | None = None, gamma_search: bool = True, trial_every="T1",
+                 curvature_every: int = 1, inverse_every: int = 1, retries: int = 2, max_rejections: int = 20,
+                 seed: int = 0, backend: str | None = None):
         if method not in KFGN_METHODS:
             raise ValueError(f"method={method!r} is not one of {list(KFGN_METHODS)}")
-        for name, v in (("T1", T1), ("T2", T2)):
-            if not isinstance(v, int | np.integer) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        T1, T2 = _positive_int("T1", T1), _positive_int("T2", T2)
+        curvature_every = _positive_int("curvature_every", curvature_every)
+        inverse_every = _positive_int("inverse_every", inverse_every)
+        max_rejections = _positive_int("max_rejections", max_rejections)
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        if inverse_every > curvature_every:
+            raise ValueError("inverse_every must not exceed curvature_every (new factors need new inverses)")
+        if method == "blockdiag-exact" and (curvature_every > 1 or ema > 0):
+            raise ValueError("blockdiag-exact supports neither amortised curvature nor a factor EMA")
+        if trial_every not in ("T1", 1):
+            raise ValueError(f"trial_every must be 'T1' or 1, got {trial_every!r}")
         if not (isinstance(eta, int | float) and math.isfinite(eta) and eta >= 0):
             raise ValueError(f"eta must be a non-negative finite number, got {eta!r}")
         gamma = math.sqrt(lam + eta) if gamma is None and isinstance(lam, int | float) and lam > 0 else gamma
@@ -75,140 +132,234 @@ class KFGN(Optimizer):
                 raise ValueError(f"{name} must lie in [0, 1), got {v!r}")
         super().__init__(net, loss, backend)
         self.name = f"kfgn-{method}"
-        self.method, self.eta, self.T1, self.T2 = method, float(eta), int(T1), int(T2)
+        self.method, self.eta, self.T1, self.T2 = method, float(eta), T1, T2
         self.omega1, self.omega2, self.zeta, self.ema = float(omega1), float(omega2), float(zeta), float(ema)
-        self.alpha_max, self.gamma_search = alpha_max, gamma_search
+        self.alpha_max, self.gamma_search, self.trial_every = alpha_max, gamma_search, trial_every
+        self.curvature_every, self.inverse_every = curvature_every, inverse_every
+        self.retries, self.max_rejections = retries, max_rejections
         fx = net.dtype
-        self.lam = pytensor.shared(np.asarray(lam, dtype=fx), name="lambda")
-        self.gamma = pytensor.shared(np.asarray(gamma, dtype=fx), name="gamma")
+        self.lam = pytensor.shared(np.asarray(rules.clip(lam, rules.LAMBDA_BOUNDS), dtype=fx), name="lambda")
+        self.gamma = pytensor.shared(np.asarray(rules.clip(gamma, rules.GAMMA_BOUNDS), dtype=fx), name="gamma")
         self.rng = new_rng(seed) if method == "kfac" else None
         self.averaged = [pytensor.shared(p.get_value().copy(), name=f"avg_{p.name}") for p in self.params]
-        self._factor_state = []  # running averages of [Q1, G1, Q2, G2, ...] when ema > 0
-        if ema > 0 and method != "blockdiag-exact":
-            shapes = [s for W in self.params[::2]
-                      for s in ((W.get_value().shape[0] + 1,) * 2, (W.get_value().shape[1],) * 2)]
-            self._factor_state = [pytensor.shared(np.zeros(s, fx), name=f"ema_{k}") for k, s in enumerate(shapes)]
+        # the rollback copy: θ and θ̄ before the last applied update (only needed without a trial every step)
+        self._rollback = trial_every != 1
+        self._prev = ([pytensor.shared(v.get_value().copy(), name=f"prev_{v.name}")
+                       for v in (*self.params, *self.averaged)] if self._rollback else [])
+        self._has_prev = pytensor.shared(np.asarray(0, "int8"), name="has_prev")
+        # cached factors (EMA or amortised curvature) and cached Cholesky factors (amortised inverses)
+        layer_shapes = [((W.get_value().shape[0] + 1,) * 2, (W.get_value().shape[1],) * 2)
+                        for W in self.params[::2]]
+        cache = ema > 0 or curvature_every > 1
+        self._factor_state = [pytensor.shared(np.zeros(s, fx), name=f"factor_{k}")
+                              for k, s in enumerate(s for pair in layer_shapes for s in pair)] if cache else []
+        self._inverse_state = [pytensor.shared(np.zeros(s, fx), name=f"chol_{k}")
+                               for k, s in enumerate(s for pair in layer_shapes for s in pair)] \
+            if inverse_every > 1 else []
+        self._refreshes = 0  # accepted steps that computed fresh factors (the EMA's step count)
+        self._inverse_gamma = math.nan  # γ the cached Cholesky factors hold (NaN: no cache yet)
+        self.consecutive_rejections = 0
         self._fns = {}
 
     # -- symbolic construction -------------------------------------------------------------------
-    def _factors(self, y):
-        if self.method == "blockdiag-exact":
-            return exact_blocks(self.chain, self.loss, y, "gn"), {}
-        method = self.method
-        pairs, updates = kronecker_factors(self.chain, self.loss, y, method, self.rng)
-        return pairs, updates
-
-    def _direction(self, factors, grads, eps):
-        deltas = []
-        for i, f in enumerate(factors):
-            g = layer_matrix(grads[2 * i], grads[2 * i + 1])
-            if self.method == "blockdiag-exact":  # exact damped block solve (diagnostics / tiny nets)
-                B = add_to_diagonal(f, eps)
-                D = -pt.linalg.solve(B, g.ravel(), assume_a="pos").reshape(g.shape)
-            else:
-                D = -kron_solve(f[0], f[1], g, eps)
-            deltas += [D[:-1], D[-1]]
-        return deltas
-
-    def _build(self, n_gamma: int):
-        X, y, params, eta = self.net.X, self.y, self.params, self.eta
-        fx = self.net.dtype
-        Ebar = self.batch_loss()
-        f0 = Ebar + 0.5 * eta * sum(pt.sqr(p).sum() for p in params)
-        grads = pt.grad(f0, params)
-        k_ema, zeta_t = pt.scalar("k_ema", dtype=fx), pt.scalar("zeta_t", dtype=fx)
-        factors, updates = self._factors(y)
+    def _current_factors(self, y, refresh: bool, k_ema):
+        """Fresh factors (averaged into the EMA state when on) or the cached ones; and the cache updates."""
+        if not refresh:
+            return [tuple(self._factor_state[2 * i:2 * i + 2]) for i in range(len(self._factor_state) // 2)], {}
+        factors, updates = stages.curvature(self.chain, self.loss, y, self.method, self.rng)
         updates = dict(updates)
-        if self.ema > 0 and self.method != "blockdiag-exact":
+        if self.ema > 0:
             old = self._factor_state
             factors = [(k_ema * old[2 * i] + (1 - k_ema) * Q, k_ema * old[2 * i + 1] + (1 - k_ema) * G)
                        for i, (Q, G) in enumerate(factors)]
+        return factors, updates
+
+    def _build(self, kind: tuple):
+        """Compile one step kind ``(refresh_factors, refresh_inverse, n_gamma, trial)``."""
+        refresh_factors, refresh_inverse, n_gamma, trial = kind
+        X, y, params, eta = self.net.X, self.y, self.params, self.eta
+        fx = self.net.dtype
+        k_ema, zeta_t = pt.scalar("k_ema", dtype=fx), pt.scalar("zeta_t", dtype=fx)
+        Ebar, f0 = regularised_objective(self.loss, self.chain, y, eta)
+        grads = pt.grad(f0, params)
+        factors, updates = self._current_factors(y, refresh_factors, k_ema)
         omega2 = np.asarray(self.omega2, fx)
-        gammas = [self.gamma] if n_gamma == 1 else [self.gamma * omega2, self.gamma, self.gamma / omega2]
-        cands = []
+        gammas = [self.gamma] if n_gamma == 1 else [
+            pt.clip(self.gamma * omega2, *rules.GAMMA_BOUNDS), self.gamma,
+            pt.clip(self.gamma / omega2, *rules.GAMMA_BOUNDS)]
+        candidates = []
         for g in gammas:
-            deltas = self._direction(factors, grads, g + eta)
-            gd = sum((d * gr).sum() for d, gr in zip(deltas, grads))
-            dd = sum(pt.sqr(d).sum() for d in deltas)
-            q = gn_quadratic_form(self.chain, self.loss, y, params, deltas) + (self.lam + eta) * dd
-            alpha = rules.step_size(gd, q)
-            if self.alpha_max is not None:
-                alpha = pt.minimum(alpha, self.alpha_max)
-            dM = alpha * gd + 0.5 * alpha ** 2 * q  # M̂(αδ) − M̂(0)
-            cands.append((deltas, alpha, dM))
-        if n_gamma == 1:
-            (deltas, alpha, dM), new_gamma = cands[0], self.gamma
-        else:
-            Ms = pt.stack([pt.switch(pt.isnan(c[2]), np.inf, c[2]) for c in cands])
-            best = pt.argmin(Ms)
-            deltas = [pt.stack([c[0][i] for c in cands])[best] for i in range(len(params))]
-            alpha, dM = pt.stack([c[1] for c in cands])[best], pt.stack([c[2] for c in cands])[best]
-            new_gamma = pt.stack(gammas)[best]
-        new_params = [p + alpha * d for p, d in zip(params, deltas)]
-        f_new = clone_replace(f0, replace=dict(zip(params, new_params)))
-        rho = (f_new - f0) / dM
-        ok = pt.isfinite(f_new) & pt.isfinite(f0) & pt.isfinite(alpha) & (dM < 0)
-        for p, p_new, avg in zip(params, new_params, self.averaged):
+            if self.method == "blockdiag-exact":
+                deltas = stages.direction(factors, grads, exact_blocks_eps=g + eta)
+                inverse = []
+            elif refresh_inverse or n_gamma > 1:
+                inverse = stages.damped_inverse(factors, g + eta)
+                deltas = stages.direction(inverse, grads)
+            else:
+                inverse = [tuple(self._inverse_state[2 * i:2 * i + 2]) for i in range(len(factors))]
+                deltas = stages.direction(inverse, grads)
+            model = stages.quadratic_model(self.chain, self.loss, y, params, grads, deltas, self.lam, eta,
+                                           self.alpha_max)
+            candidates.append((deltas, model, inverse))
+        deltas, model, new_gamma, best = stages.choose_damping([c[:2] for c in candidates], gammas)
+        new_params = [p + model.alpha * d for p, d in zip(params, deltas)]
+        f_new = clone_replace(f0, replace=dict(zip(params, new_params))) if trial else None
+        status = stages.step_status(f0, model, f_new)
+        ok = pt.eq(status, 0)
+        rollback = pt.eq(status, 1) & pt.eq(self._has_prev, 1) if self._rollback else None
+        n = len(params)
+        for i, (p, p_new, avg) in enumerate(zip(params, new_params, self.averaged)):
             kept = pt.switch(ok, p_new, p)
-            updates[p] = kept
-            updates[avg] = zeta_t * avg + (1 - zeta_t) * kept
-        if self._factor_state:
-            flat = [m for pair in factors for m in pair]
-            for s, m in zip(self._factor_state, flat):
+            new_avg = pt.switch(ok, zeta_t * avg + (1 - zeta_t) * kept, avg)
+            if rollback is not None:
+                prev_p, prev_avg = self._prev[i], self._prev[n + i]
+                updates[prev_p] = pt.switch(ok, p, prev_p)
+                updates[prev_avg] = pt.switch(ok, avg, prev_avg)
+                kept, new_avg = pt.switch(rollback, prev_p, kept), pt.switch(rollback, prev_avg, new_avg)
+            updates[p], updates[avg] = kept, new_avg
+        if rollback is not None:
+            updates[self._has_prev] = pt.cast(ok & ~rollback, "int8")
+        if refresh_factors and self._factor_state:
+            for s, m in zip(self._factor_state, [m for pair in factors for m in pair]):
+                updates[s] = pt.switch(ok, m, s)
+        if self._inverse_state and (refresh_inverse or n_gamma > 1):
+            flat = [[m for pair in c[2] for m in pair] for c in candidates]
+            chol = flat[0] if best is None else [pt.stack([f[j] for f in flat])[best] for j in range(len(flat[0]))]
+            for s, m in zip(self._inverse_state, chol):
                 updates[s] = pt.switch(ok, m, s)
         updates[self.gamma] = pt.switch(ok, new_gamma, self.gamma)
-        outs = [Ebar, f0, f_new, alpha, dM, rho, ok, new_gamma]
+        rho = (f_new - f0) / model.model_change if trial else pt.constant(np.nan, dtype=fx)
+        outs = [Ebar, f0, f_new if trial else pt.constant(np.nan, dtype=fx), model.alpha, model.model_change,
+                rho, status, new_gamma] + ([rollback] if rollback is not None else [])
         return compile_function([X, y, k_ema, zeta_t], outs, updates=updates, backend=self.backend)
 
-    def _fn(self, n_gamma: int):
-        if n_gamma not in self._fns:
+    def _fn(self, kind: tuple):
+        if kind not in self._fns:
             with floatx(self.net.dtype):
-                self._fns[n_gamma] = self._build(n_gamma)
-        return self._fns[n_gamma]
+                self._fns[kind] = self._build(kind)
+        return self._fns[kind]
 
-    def compile(self, warm: bool = True):
-        """Compile the step functions now (otherwise on first use).
+    def _kinds(self) -> list[tuple]:
+        """Every step kind this configuration can use (what :meth:`compile` compiles)."""
+        trial_always, ce = self.trial_every == 1, self.curvature_every
+        kinds = {(True, True, 1, trial_always), (True, True, 1, True)}
+        if self.gamma_search:
+            kinds.add((self.T2 % ce == 0, True, 3, True))
+        if ce > 1:
+            kinds |= {(False, True, 1, trial_always), (False, True, 1, True)}
+        if self.inverse_every > 1:
+            kinds |= {(False, False, 1, trial_always), (False, False, 1, True)}
+        return sorted(kinds, reverse=True)
+
+    def compile(self, warm: bool = True, progress=None):
+        """Compile every step kind now (otherwise each on first use).
 
         ``warm``: also run each once on a dummy two-point batch — the Numba backend JIT-compiles at the
-        first call — and restore every shared variable (parameters, damping, RNG) afterwards.
+        first call — and restore every shared variable (parameters, damping, caches, RNG) afterwards.
+        ``progress``: a callable receiving a message before each kind is compiled.
         """
-        fns = [self._fn(1)] + ([self._fn(3)] if self.gamma_search else [])
-        if warm:
-            state = self.state_dict()
-            X = np.zeros((2, self.net.sizes[0]), self.net.dtype)
-            Y = np.zeros((2, self.net.sizes[-1]), self.net.dtype)
-            Y[:, 0] = 1.0  # a valid target for every loss (one-hot for softmax)
-            for fn in fns:
+        state = self.state_dict() if warm else None
+        X = np.zeros((2, self.net.sizes[0]), self.net.dtype)
+        Y = np.zeros((2, self.net.sizes[-1]), self.net.dtype)
+        Y[:, 0] = 1.0  # a valid target for every loss (one-hot for softmax)
+        kinds = self._kinds()
+        for i, kind in enumerate(kinds):
+            if progress is not None:
+                progress(f"compiling step kind {i + 1}/{len(kinds)} {self._describe(kind)}")
+            fn = self._fn(kind)
+            if warm:
                 fn(X, Y, 0.0, 0.0)
+        if warm:
             self.load_state_dict(state)
         return self
 
+    @staticmethod
+    def _describe(kind) -> str:
+        refresh_f, refresh_i, n_gamma, trial = kind
+        parts = ["factors" if refresh_f else "cached factors",
+                 "inverses" if refresh_i or n_gamma > 1 else "cached inverses"]
+        parts += ["γ search"] if n_gamma > 1 else []
+        parts += ["trial loss"] if trial else []
+        return "(" + ", ".join(parts) + ")"
+
     # -- one iteration ---------------------------------------------------------------------------
+    def _next_kind(self) -> tuple:
+        """The kind of step ``t``: fresh factors every ``curvature_every``-th step (and while none are cached),
+        fresh inverses every ``inverse_every``-th step and whenever γ or the factors changed, the trial loss
+        every ``T₁``-th step, the γ search every ``T₂``-th."""
+        t = self.t
+        refresh_f = self.curvature_every == 1 or t % self.curvature_every == 0 or self._refreshes == 0
+        if self.gamma_search and t % self.T2 == 0:
+            return (refresh_f, True, 3, True)
+        refresh_i = (self.inverse_every == 1 or refresh_f or t % self.inverse_every == 0
+                     or float(self.gamma.get_value()) != self._inverse_gamma)
+        return (refresh_f, refresh_i, 1, self.trial_every == 1 or t % self.T1 == 0)
+
     def step(self, X, Y) -> dict:
+        """One KFGN iteration on the batch (with up to ``retries`` retries); returns its statistics."""
         X, Y = self.check(X, Y)
         self.t += 1
-        search = self.gamma_search and self.t % self.T2 == 0
-        k = rules.ema_weight(self.t - self.rejected, self.ema)
-        if self._factor_state and self.t - self.rejected == 1:
-            k = 0.0
         zeta_t = rules.averaging_weight(self.t, self.zeta)
-        Ebar, f0, f_new, alpha, dM, rho, ok, _gamma = self._fn(3 if search else 1)(X, Y, k, zeta_t)
-        lam = float(self.lam.get_value())
-        if not ok:  # rejected: parameters untouched; raise both dampings
+        rolled_back = False
+        for attempt in range(self.retries + 1):
+            kind = self._next_kind()
+            k = rules.ema_weight(self._refreshes + 1, self.ema)
+            out = self._fn(kind)(X, Y, k, zeta_t)
+            Ebar, f0, f_new, alpha, dM, rho, status, _gamma = out[:8]
+            rolled_back = rolled_back or (len(out) > 8 and bool(out[8]))
+            status = int(status)
+            if status == 0:
+                self._after_accepted(kind, float(rho))
+                break
+            self._raise_damping()
+            if status == 1 and not (len(out) > 8 and bool(out[8])):
+                break  # the loss at θ itself is not finite and there is nothing to roll back to
+        accepted = status == 0
+        if accepted:
+            self.consecutive_rejections = 0
+        else:
             self.rejected += 1
-            self.lam.set_value(np.asarray(lam / self.omega1, self.net.dtype))
-            self.gamma.set_value(np.asarray(float(self.gamma.get_value()) / self.omega2, self.net.dtype))
-        elif self.t % self.T1 == 0:
-            self.lam.set_value(np.asarray(rules.update_lambda(lam, float(rho), self.omega1), self.net.dtype))
+            self.consecutive_rejections += 1
+            if status == 1 and not rolled_back or self.consecutive_rejections >= self.max_rejections:
+                raise StalledError(
+                    f"{self.name}: step {self.t} rejected ({self.consecutive_rejections} in a row, "
+                    f"{attempt + 1} tries on the batch): {stages.STATUS[status]}; λ = "
+                    f"{float(self.lam.get_value()):.3g}, γ = {float(self.gamma.get_value()):.3g}")
         return {"loss": float(Ebar), "objective": float(f0), "new_objective": float(f_new),
-                "alpha": float(alpha), "model_change": float(dM), "rho": float(rho), "accepted": bool(ok),
+                "alpha": float(alpha), "model_change": float(dM), "rho": float(rho), "accepted": accepted,
+                "status": stages.STATUS[status], "retries": attempt, "rolled_back": rolled_back,
                 "lambda": float(self.lam.get_value()), "gamma": float(self.gamma.get_value()),
                 "rejected": self.rejected}
+
+    def _after_accepted(self, kind, rho: float) -> None:
+        refresh_f, refresh_i, n_gamma, trial = kind
+        self._refreshes += int(refresh_f)
+        if refresh_i or n_gamma > 1:
+            self._inverse_gamma = float(self.gamma.get_value())
+        if trial and self.t % self.T1 == 0:
+            lam = rules.update_lambda(float(self.lam.get_value()), rho, self.omega1)
+            self.lam.set_value(np.asarray(rules.clip(lam, rules.LAMBDA_BOUNDS), self.net.dtype))
+
+    def _raise_damping(self) -> None:
+        """After a rejection: λ/ω₁ and γ/ω₂, within their bounds (the cached inverses are then stale)."""
+        lam = rules.clip(float(self.lam.get_value()) / self.omega1, rules.LAMBDA_BOUNDS)
+        gamma = rules.clip(float(self.gamma.get_value()) / self.omega2, rules.GAMMA_BOUNDS)
+        self.lam.set_value(np.asarray(lam, self.net.dtype))
+        self.gamma.set_value(np.asarray(gamma, self.net.dtype))
 
     # -- state -----------------------------------------------------------------------------------
     def state_variables(self) -> list:
         extra = [self.rng] if self.rng is not None else []
-        return [*self.params, *self.averaged, self.lam, self.gamma, *self._factor_state, *extra]
+        return [*self.params, *self.averaged, self.lam, self.gamma, *self._prev, self._has_prev,
+                *self._factor_state, *self._inverse_state, *extra]
+
+    def hyper_state(self) -> dict:
+        return {"refreshes": self._refreshes, "inverse_gamma": self._inverse_gamma,
+                "consecutive_rejections": self.consecutive_rejections}
+
+    def load_hyper_state(self, state: dict) -> None:
+        self._refreshes, self._inverse_gamma = int(state["refreshes"]), float(state["inverse_gamma"])
+        self.consecutive_rejections = int(state["consecutive_rejections"])
 
     def averaged_params(self) -> list[np.ndarray]:
         """θ̄ (eq. 44-45), flat ``[W1, b1, ...]``."""
