@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 from experiments.common import config_parser, dataset
-from pt_kfgn.cli import build_net
 from pt_kfgn.diagnostics import Alignment
+from pt_kfgn.graph.layers import build_net
 from pt_kfgn.optim.kfgn import KFGN
 from pt_kfgn.train import Batches
 

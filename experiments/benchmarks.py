@@ -22,7 +22,8 @@ from datetime import date
 
 import numpy as np
 
-from pt_kfgn.cli import build_net, make_optimizer
+from pt_kfgn.graph.layers import build_net
+from pt_kfgn.optim import make_optimizer
 
 AE = (1000, 500, 250, 30)
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pt_kfgn.cli import build_net, load_dataset, make_optimizer
+from pt_kfgn.data import load_dataset
+from pt_kfgn.graph.layers import build_net
+from pt_kfgn.optim import make_optimizer
 from pt_kfgn.train import read_log, train
 
 PAPER_WIDTHS = (1000, 500, 250, 30)
@@ -22,8 +24,7 @@ def run(method: str, X, Y, loss: str, *, out: Path, steps: int, widths=PAPER_WID
     opt = make_optimizer(method, net, loss, seed=seed, backend=backend, lr=lr, decay_period=decay_period,
                          **opt_kwargs)
     t0 = time.perf_counter()
-    if hasattr(opt, "compile"):  # compile every step variant now: wall-clock time is training time only
-        opt.compile()
+    opt.compile()  # compile every step variant now: wall-clock time is training time only
     compile_seconds = time.perf_counter() - t0
     rows = train(opt, X, Y, steps, batch_size=batch_size, seed=seed, out_dir=out, eval_every=eval_every,
                  checkpoint_every=max(eval_every, 50), progress=False, time_limit=time_limit,
@@ -31,6 +32,7 @@ def run(method: str, X, Y, loss: str, *, out: Path, steps: int, widths=PAPER_WID
     final = [r for r in rows if r["train_loss"] != ""]
     summary = {"method": method, "lr": lr, "decay_period": decay_period, "steps": len(rows),
                "final_train_loss": final[-1]["train_loss"] if final else None,
+               "final_avg_train_loss": (final[-1]["avg_train_loss"] or None) if final else None,
                "diverged": bool(final and not np.isfinite(final[-1]["train_loss"])),
                "train_seconds": rows[-1]["wall_time"] if rows else 0.0,
                "total_seconds": time.perf_counter() - t0, "compile_seconds": compile_seconds, "rejected": getattr(opt, "rejected", 0),

@@ -27,8 +27,8 @@ import pytensor.tensor as pt
 
 from experiments.benchmarks import AE, flops
 from pt_kfgn.backend import compile_function, floatx
-from pt_kfgn.cli import build_net, make_optimizer
-from pt_kfgn.optim import stages
+from pt_kfgn.graph.layers import build_net
+from pt_kfgn.optim import make_optimizer, stages
 from pt_kfgn.optim.base import regularised_objective
 
 STAGES = ("gradient", "input factors Q", "KFRA factors G", "Cholesky solves", "forward-mode dᵀGd")

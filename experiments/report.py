@@ -37,9 +37,9 @@ def table(res_path: Path, name: str, methods) -> list[str]:
     steps2 = res[methods[0]]["steps"]
     lines = [f"### {res['dataset']}", "",
              f"config: `{json.dumps({k: v for k, v in res['config'].items() if k not in ('lrs',)}, default=str)}`", "",
-             (f"| method | final train loss | updates | train s | loss at update {steps2} | loss at {methods[0]}'s "
-             f"{res[methods[0]]['train_seconds']:.0f} s |"),
-             "|---|---:|---:|---:|---:|---:|"]
+             (f"| method | final train loss | θ̄ final train loss | updates | train s | loss at update {steps2} | "
+              f"loss at {methods[0]}'s {res[methods[0]]['train_seconds']:.0f} s |"),
+             "|---|---:|---:|---:|---:|---:|---:|"]
     t_ref = res[methods[0]]["train_seconds"]
     rows = [(m, res[m], root / m / "log.csv") for m in methods + ["adam_default"] if m in res]
     best = res["adam_grid"]["best"]
@@ -53,8 +53,8 @@ def table(res_path: Path, name: str, methods) -> list[str]:
         at, _ = loss_at(log, steps2) if log.exists() else (None, None)
         at_t = loss_at_time(log, t_ref) if log.exists() else None
         fmt = lambda v: "" if v is None else f"{v:.4g}"
-        lines.append(f"| {label} | {s['final_train_loss']:.4g} | {s['steps']} | {s['train_seconds']:.0f} | "
-                     f"{fmt(at)} | {fmt(at_t)} |")
+        lines.append(f"| {label} | {s['final_train_loss']:.4g} | {fmt(s.get('final_avg_train_loss'))} | "
+                     f"{s['steps']} | {s['train_seconds']:.0f} | {fmt(at)} | {fmt(at_t)} |")
     lines += ["", f"paper: {PAPER.get(name, '')}", ""]
     return lines
 

@@ -7,93 +7,43 @@ import json
 import sys
 from pathlib import Path
 
-SECOND_ORDER = ("kflr", "kfra", "kfac")
-FIRST_ORDER = ("sgd", "momentum", "nesterov", "adam")
-METHODS = SECOND_ORDER + ("hf",) + FIRST_ORDER
-DATASETS = ("curves", "mnist", "faces", "mnist-oddeven")
-
-
-def load_dataset(name: str, n_train: int | None, seed: int = 0):
-    """``(X, Y, loss, label)`` for a dataset name (autoencoder targets are the inputs)."""
-    if name == "curves":
-        from pt_kfgn.data.curves import load_curves
-
-        X, _ = load_curves(n_train or 20000, 0 if n_train else 10000, seed=0)
-        return X, X, "bce", "CURVES (regenerated, recipe CURVES-v0)"
-    if name == "mnist":
-        from pt_kfgn.data.mnist import load_mnist
-
-        X, _ = load_mnist("train", n_train or 50000)
-        return X, X, "bce", "MNIST (first 50,000)" if not n_train else f"MNIST (first {n_train})"
-    if name == "mnist-oddeven":
-        from pt_kfgn.data.mnist import load_mnist, odd_even
-
-        X, labels = load_mnist("train", n_train or 50000)
-        return X, odd_even(labels), "mixture", "MNIST odd/even (mixture MIX-v0)"
-    if name == "faces":
-        from pt_kfgn.data.faces import load_faces
-
-        n_people = 25 if not n_train else min(25, -(-n_train // 4140))  # 4,140 rows per person
-        X = load_faces(n_people=n_people, seed=0)
-        if n_train:
-            X = X[:n_train]
-        return X, X, "mse", "FACES (regenerated, recipe FACES-v0)"
-    raise ValueError(f"dataset={name!r} is not one of {list(DATASETS)}")
-
-
-def make_optimizer(method: str, net, loss: str, *, seed: int = 0, backend=None, lr=None, decay_period=None,
-                   **kwargs):
-    """An optimiser by CLI name, with its default settings."""
-    if method in SECOND_ORDER:
-        from pt_kfgn.optim.kfgn import KFGN
-
-        return KFGN(net, loss, method, seed=seed, backend=backend, **kwargs)
-    if method == "hf":
-        from pt_kfgn.optim.hessian_free import HessianFree
-
-        return HessianFree(net, loss, backend=backend, **kwargs)
-    if method in FIRST_ORDER:
-        from pt_kfgn.optim.first_order import FirstOrder
-
-        return FirstOrder(net, loss, method, lr=lr, decay_period=decay_period, backend=backend, **kwargs)
-    raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
-
-
-def build_net(dim_in: int, dim_out: int, widths, hidden: str, seed: int, dtype: str, autoencoder: bool):
-    from pt_kfgn.graph.layers import MLP
-
-    widths = list(widths)
-    if autoencoder:
-        sizes = [dim_in] + widths + widths[-2::-1] + [dim_in]
-        acts = [hidden] * (len(widths) - 1) + ["identity"] + [hidden] * (len(widths) - 1) + ["identity"]
-    else:
-        sizes = [dim_in] + widths + [dim_out]
-        acts = [hidden] * len(widths) + ["identity"]
-    return MLP(sizes, acts, seed=seed, dtype=dtype)
+from pt_kfgn.data import DATASETS
+from pt_kfgn.optim import METHODS
 
 
 def cmd_train(args) -> int:
-    from pt_kfgn.plotting import plot_logs
-    from pt_kfgn.train import read_log, train
+    import time
 
-    X, Y, loss, label = load_dataset(args.dataset, args.n_train)
+    from pt_kfgn.data import load_dataset
+    from pt_kfgn.graph.layers import build_net
+    from pt_kfgn.optim import make_optimizer
+    from pt_kfgn.plotting import plot_logs
+    from pt_kfgn.train import check_schedule, read_log, train
+
+    # every argument is checked before any data is loaded or anything is compiled
+    check_schedule(steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
+                   checkpoint_every=args.checkpoint_every)
     widths = [int(w) for w in args.widths.split(",")]
+    if any(w < 1 for w in widths):
+        raise ValueError(f"--widths must be positive integers, got {args.widths!r}")
+    X, Y, loss, label = load_dataset(args.dataset, args.n_train)
     net = build_net(X.shape[1], Y.shape[1], widths, args.hidden, args.seed, args.dtype,
                     autoencoder=args.dataset != "mnist-oddeven")
+    extra = {}
+    if args.curvature_every is not None:
+        extra.update(curvature_every=args.curvature_every, inverse_every=args.curvature_every)
     opt = make_optimizer(args.method, net, loss, seed=args.seed, backend=args.backend, lr=args.lr,
-                         decay_period=args.decay_period)
+                         decay_period=args.decay_period, **extra)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     config.update(dataset_label=label, loss=loss, sizes=net.sizes, activations=net.activations)
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    print(f"{args.method} on {label}: net {net.sizes}, {len(X)} training points, batch {args.batch_size}")
-    if hasattr(opt, "compile") and not args.resume:
-        import time
-
-        t0 = time.perf_counter()
-        opt.compile()  # the log's wall time then counts training only
-        print(f"compiled the step functions in {time.perf_counter() - t0:.1f} s")
+    print(f"{args.method} on {label}: net {net.sizes}, {len(X)} training points, batch {args.batch_size}",
+          flush=True)
+    t0 = time.perf_counter()  # compiled before the clock starts: the log's wall time counts training only
+    opt.compile(progress=lambda msg: print(msg, flush=True))
+    print(f"compiled the step functions in {time.perf_counter() - t0:.1f} s", flush=True)
     rows = train(opt, X, Y, args.steps, batch_size=args.batch_size, seed=args.seed, out_dir=out,
                  eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, resume=args.resume,
                  progress=not args.no_progress)
@@ -103,14 +53,14 @@ def cmd_train(args) -> int:
               f"({final[-1]['wall_time']:.1f} s)")
     plot_logs({args.method.upper(): read_log(out / "log.csv")}, out / "loss.png",
               title=f"{label}: {args.method.upper()}", note=f"net {net.sizes}, hidden {args.hidden} [ours]")
-    print(f"wrote {out / 'log.csv'}, {out / 'loss.png'}, {out / 'checkpoint.pkl'}")
+    print(f"wrote {out / 'log.csv'}, {out / 'loss.png'}, {out / 'checkpoint.npz'}")
     return 0 if rows is not None else 1
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pt-kfgn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a network and write log.csv, loss.png, checkpoint.pkl to --out")
+    t = sub.add_parser("train", help="train a network and write log.csv, loss.png, checkpoint.npz to --out")
     t.add_argument("--dataset", choices=DATASETS, default="curves")
     t.add_argument("--method", choices=METHODS, default="kfra")
     t.add_argument("--steps", type=int, default=100)
@@ -125,6 +75,8 @@ def main(argv=None) -> int:
     t.add_argument("--backend", choices=("numba", "c", "jax", "fast"), default=None)
     t.add_argument("--lr", type=float, default=None, help="first-order learning rate")
     t.add_argument("--decay-period", type=int, default=None, help="first-order: halve lr every N steps")
+    t.add_argument("--curvature-every", type=int, default=None,
+                   help="KFGN: recompute factors and inverses every N steps (amortised; default 1, the paper)")
     t.add_argument("--eval-every", type=int, default=10)
     t.add_argument("--checkpoint-every", type=int, default=25)
     t.add_argument("--no-progress", action="store_true")

@@ -9,10 +9,11 @@ Compiled functions are cached on the network, so repeated calls do not recompile
 
 from __future__ import annotations
 
+import numpy as np
 import pytensor.tensor as pt
 
 from pt_kfgn.backend import compile_function, floatx
-from pt_kfgn.curvature.factors import METHODS, exact_blocks
+from pt_kfgn.curvature.factors import METHODS, check_memory, exact_blocks
 from pt_kfgn.curvature.factors import kronecker_factors as _factors
 from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.layers import check_batch
@@ -42,10 +43,12 @@ def _build(net, loss, what, seed):
     return compile_function([net.X, y], outs, updates=updates)
 
 
-def _prepare(net, loss, X, Y):
+def _prepare(net, loss, X, Y, what=None):
     loss = get_loss(loss)
     X = check_batch(X, net.sizes[0], net.dtype)
     Y = loss.check_targets(Y, X.shape[0], net.sizes[-1]).astype(net.dtype)
+    if what is not None:
+        check_memory(net.sizes, len(X), what, loss.output_rank(net.sizes[-1]), np.dtype(net.dtype).itemsize)
     return loss, X, Y
 
 
@@ -57,18 +60,18 @@ def kronecker_factors(net, loss, X, Y, method: str, seed: int = 0):
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
-    loss, X, Y = _prepare(net, loss, X, Y)
+    loss, X, Y = _prepare(net, loss, X, Y, method)
     out = _compiled(net, loss, method, seed if method == "kfac" else None)(X, Y)
     return list(zip(out[0::2], out[1::2]))
 
 
 def block_hessian(net, loss, X, Y):
     """Exact per-layer Hessian blocks of the batch-mean loss w.r.t. ``vstack([W, b]).ravel()``."""
-    loss, X, Y = _prepare(net, loss, X, Y)
+    loss, X, Y = _prepare(net, loss, X, Y, "hessian")
     return list(_compiled(net, loss, "hessian")(X, Y))
 
 
 def block_gauss_newton(net, loss, X, Y):
     """Exact per-layer Gauss-Newton blocks (eq. 12-19), same order as :func:`block_hessian`."""
-    loss, X, Y = _prepare(net, loss, X, Y)
+    loss, X, Y = _prepare(net, loss, X, Y, "gn")
     return list(_compiled(net, loss, "gn")(X, Y))

@@ -24,11 +24,14 @@ def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = 
         pts = [(r[x], r["train_loss"]) for r in rows if r.get("train_loss") not in (None, "")]
         batch = [(r[x], r["batch_loss"]) for r in rows if r.get("batch_loss") not in (None, "")]
         line = ax.plot(*zip(*pts), marker="o", ms=3, label=label)[0] if pts else None
+        avg = [(r[x], r["avg_train_loss"]) for r in rows if r.get("avg_train_loss") not in (None, "")]
+        if avg:  # θ̄ (eq. 44-45), dashed, in the same colour
+            ax.plot(*zip(*avg), ls="--", lw=1.2, color=line.get_color() if line else None, label=f"{label} θ̄")
         if len(batch) > 1:  # the per-batch loss, faint, in the same colour
             ax.plot(*zip(*batch), lw=0.8, alpha=0.35, color=line.get_color() if line else None,
                     label=None if line else f"{label} (batch loss)")
     ax.set_xlabel({"step": "updates", "wall_time": "wall-clock seconds"}.get(x, x))
-    ax.set_ylabel(f"{ylabel} (markers; faint: batch loss)")
+    ax.set_ylabel(f"{ylabel} (markers; dashed: averaged θ̄; faint: batch loss)")
     ax.set_yscale("log")
     ax.set_title(title)
     if note:

@@ -9,28 +9,18 @@ epoch; the CSV log is cut back to the checkpoint's step.
 from __future__ import annotations
 
 import csv
-import os
-import pickle
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-LOG_FIELDS = ["step", "wall_time", "batch_loss", "train_loss", "lambda", "gamma", "alpha", "rho", "accepted",
-              "lr"]
-CHECKPOINT = "checkpoint.pkl"
+from pt_kfgn import checkpoint as ckpt_io
+
+LOG_FIELDS = ["step", "wall_time", "batch_loss", "train_loss", "avg_train_loss", "lambda", "gamma", "alpha", "rho",
+              "accepted", "lr"]
+CHECKPOINT = "checkpoint.npz"
 LOG = "log.csv"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write-then-rename: a crash leaves either the old file or the new one, never half of one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class Batches:
@@ -56,6 +46,15 @@ class Batches:
     def load(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.perm, self.pos = state["perm"].copy(), state["pos"]
+
+
+def check_schedule(*, steps: int, batch_size: int, eval_every: int, checkpoint_every: int) -> None:
+    """Validate the loop's arguments (before anything is compiled); a clear ValueError otherwise."""
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    for name, v in (("batch_size", batch_size), ("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -95,12 +94,12 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
     """Run ``steps`` optimiser steps on mini-batches of (X, Y); returns the log rows.
 
     ``train_loss`` (the mean loss on ``X_eval``, default the whole training set) is logged every
-    ``eval_every`` steps and at the end.  With ``out_dir``, the log goes to ``out_dir/log.csv``
-    (appended as it is written) and a checkpoint to ``out_dir/checkpoint.pkl`` every
-    ``checkpoint_every`` steps and at the end.  ``time_limit`` (seconds) stops early, cleanly.
+    ``eval_every`` steps and at the end, with ``avg_train_loss``, the loss at the averaged parameters θ̄
+    (eq. 44-45) for optimisers that keep them.  With ``out_dir``, the log goes to ``out_dir/log.csv``
+    (appended as it is written) and a checkpoint to ``out_dir/checkpoint.npz`` (:mod:`pt_kfgn.checkpoint`)
+    every ``checkpoint_every`` steps and at the end.  ``time_limit`` (seconds) stops early, cleanly.
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    check_schedule(steps=steps, batch_size=batch_size, eval_every=eval_every, checkpoint_every=checkpoint_every)
     X, Y = optimizer.check(X, Y)
     X_eval, Y_eval = (X, Y) if X_eval is None else optimizer.check(X_eval, Y_eval)
     warn_subnormal(X, optimizer.net.dtype)
@@ -111,7 +110,7 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
         out.mkdir(parents=True, exist_ok=True)
         ckpt = out / CHECKPOINT
         if resume and ckpt.exists():
-            state = pickle.loads(ckpt.read_bytes())
+            state = ckpt_io.load(ckpt)
             optimizer.load_state_dict(state["optimizer"])
             batches.load(state["batches"])
             start_step, elapsed = state["step"], state["elapsed"]
@@ -124,7 +123,7 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
         if out is not None:
             state = {"optimizer": optimizer.state_dict(), "batches": batches.state(), "step": step,
                      "elapsed": elapsed}
-            atomic_write_bytes(out / CHECKPOINT, pickle.dumps(state))
+            ckpt_io.save(out / CHECKPOINT, state)
 
     bar = _progress(steps, start_step, progress)
     t0 = time.perf_counter() - elapsed
@@ -140,6 +139,8 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
             if step % eval_every == 0 or last:
                 t_eval = time.perf_counter()
                 row["train_loss"] = optimizer.evaluate(X_eval, Y_eval)
+                avg = optimizer.evaluate_averaged(X_eval, Y_eval)
+                row["avg_train_loss"] = "" if avg is None else avg
                 t0 += time.perf_counter() - t_eval  # evaluation time is not training time
             rows.append(row)
             if out is not None:

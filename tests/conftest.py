@@ -36,6 +36,14 @@ def shared_dir():
 
 
 @pytest.fixture
+def data_env(tmp_path, monkeypatch):
+    """``$PT_KFGN_DATA`` = a fresh writable cache, then the shared (read-only) data when present."""
+    dirs = [str(tmp_path / "cache")] + ([str(SHARED / "data")] if (SHARED / "data").exists() else [])
+    monkeypatch.setenv("PT_KFGN_DATA", os.pathsep.join(dirs))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

@@ -49,17 +49,48 @@ def test_fetch_verifies_checksums_and_never_keeps_a_bad_file(tmp_path, monkeypat
     src = tmp_path / "src"
     src.mkdir()
     (src / "f.bin").write_bytes(b"hello")
+    url = [(src / "f.bin").as_uri()]
     good = hashlib.sha256(b"hello").hexdigest()
     with pytest.raises(DataError, match="does not match"):
-        cache.fetch("d/f.bin", "0" * 64, [], [src])
+        cache.fetch("d/f.bin", "0" * 64, url)
     assert not (tmp_path / "cache" / "d" / "f.bin").exists()
-    path = cache.fetch("d/f.bin", good, [], [src])
-    assert path.read_bytes() == b"hello"
+    path = cache.fetch("d/f.bin", good, url)
+    assert path == tmp_path / "cache" / "d" / "f.bin" and path.read_bytes() == b"hello"
     path.write_bytes(b"hellp")  # corrupted later in the cache
     with pytest.raises(DataError, match="does not match"):
-        cache.fetch("d/f.bin", good, [], [src])
+        cache.fetch("d/f.bin", good, url)
     with pytest.raises(DataError, match="could not obtain"):
-        cache.fetch("d/missing.bin", good, [], [src])
+        cache.fetch("d/missing.bin", good, [])
+
+
+def test_data_folders_are_searched_in_order_and_read_only_ones_are_not_written(tmp_path, monkeypatch):
+    """``$PT_KFGN_DATA`` holds several folders: found files are used in place, new ones go to the first
+    writable folder (the library never looks for a developer's ``../shared``)."""
+    import os
+
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    (ro / "d").mkdir(parents=True)
+    (ro / "d" / "f.bin").write_bytes(b"hello")
+    ro.chmod(0o555)
+    try:
+        monkeypatch.setenv("PT_KFGN_DATA", os.pathsep.join([str(ro), str(rw)]))
+        assert cache.fetch("d/f.bin", hashlib.sha256(b"hello").hexdigest(), []) == ro / "d" / "f.bin"
+        if not os.access(ro, os.W_OK):  # (root can write anywhere)
+            assert cache.cache_dir() == rw
+    finally:
+        ro.chmod(0o755)
+    monkeypatch.setenv("PT_KFGN_DATA", str(rw))
+    assert cache.data_dirs()[0] == rw and cache.cache_dir() == rw
+
+
+def test_faces_subset_samples_every_person(monkeypatch):
+    from pt_kfgn import data
+
+    people = np.repeat(np.arange(25, dtype=np.float32), data.FACES_PER_PERSON)[:, None] * np.ones((1, 3), np.float32)
+    monkeypatch.setattr(data, "load_faces", lambda n_people=25, seed=0: people)
+    X, Y, loss, _ = data.load_dataset("faces", n_train=2000)
+    assert X.shape == (2000, 3) and loss == "mse" and X is Y
+    assert len(np.unique(X[:, 0])) == 25  # all 25 people, not the first one
 
 
 def test_curves_shapes_ranges_determinism_and_reference_statistics():
@@ -106,7 +137,7 @@ def test_faces_transform_determinism_and_normalisation():
 def test_real_mnist_when_present(shared_dir, monkeypatch, tmp_path):
     if not (shared_dir / "data" / "mnist" / "train-labels-idx1-ubyte.gz").exists():
         pytest.skip("../shared/data/mnist is absent")
-    monkeypatch.setenv("PT_KFGN_DATA", str(tmp_path))
+    monkeypatch.setenv("PT_KFGN_DATA", str(shared_dir / "data"))  # read in place, read-only
     X, y = mnist.load_mnist("train", 50000)
     assert X.shape == (50000, 784) and 0 <= X.min() and X.max() == 1.0
     assert abs(X.mean() - 0.13096) < 1e-4
@@ -119,6 +150,6 @@ def test_real_olivetti_when_present(shared_dir, monkeypatch, tmp_path):
         pytest.skip("../shared/data/olivetti is absent")
     from pt_kfgn.data.faces import load_olivetti
 
-    monkeypatch.setenv("PT_KFGN_DATA", str(tmp_path))
+    monkeypatch.setenv("PT_KFGN_DATA", str(shared_dir / "data"))
     F = load_olivetti()
     assert F.shape == (400, 64, 64) and F.max() <= 255

@@ -7,8 +7,8 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("PT_KFGN_DATA", str(tmp_path / "cache"))
+def _cache(data_env):
+    return data_env
 
 
 def _need_mnist(shared_dir):
@@ -73,7 +73,8 @@ def test_sensitivity_smoke(tmp_path):
     from experiments.sensitivity import main
 
     res = main("smoke", tmp_path)
-    assert set(res) == {"curves/lam150", "curves/lam1.5"} and res["curves/lam150"] != res["curves/lam1.5"]
+    assert set(res) == {"curves/lam150", "curves/lam1.5", "curves/gamma1"}
+    assert res["curves/lam150"] != res["curves/lam1.5"] != res["curves/gamma1"]
 
 
 def test_profile_step_smoke(tmp_path):
@@ -90,7 +91,8 @@ def test_profiled_stages_are_the_steps_own_graph():
 
     from experiments.profile_step import stage_outputs
     from pt_kfgn.backend import compile_function
-    from pt_kfgn.cli import build_net, make_optimizer
+    from pt_kfgn.graph.layers import build_net
+    from pt_kfgn.optim import make_optimizer
 
     net = build_net(12, 12, (4, 2), "tanh", 0, "float64", autoencoder=True)
     opt = make_optimizer("kfra", net, "bce", backend="fast", gamma_search=False)

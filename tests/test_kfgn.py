@@ -242,3 +242,20 @@ def test_state_dict_resume_is_bit_identical_across_gamma_search_ema_and_caches(k
     _, half = run(5)
     resumed, _ = run(4, half.state_dict())
     assert np.array_equal(_flat(full), _flat(resumed))
+
+
+def test_exact_methods_refuse_a_batch_that_would_not_fit_in_memory(monkeypatch):
+    """The MNIST autoencoder at N = 1000: KFLR's output root alone is ~12 GiB in float32."""
+    from pt_kfgn.curvature.factors import CurvatureMemoryError, memory_estimate
+
+    sizes = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
+    assert memory_estimate(sizes, 1000, "kflr", 784, 4) / 2 ** 30 > 10
+    assert memory_estimate(sizes, 1000, "kfra", 784, 4) == 0
+    monkeypatch.setenv("PT_KFGN_MEMORY_LIMIT", str(10 ** 5))
+    net = pt_kfgn.mlp([30, 20, 30], ["tanh", "identity"])
+    X, Y = make_batch("bce", 64, 30, 30)
+    with pytest.raises(CurvatureMemoryError, match="kflr .* GiB.*KFRA or KFAC"):
+        KFGN(net, "bce", "kflr").step(X, Y)
+    with pytest.raises(CurvatureMemoryError, match="gn"):
+        pt_kfgn.block_gauss_newton(net, "bce", X, Y)
+    KFGN(net, "bce", "kfra").step(X, Y)  # KFRA is not limited

@@ -315,6 +315,9 @@ def test_first_order_updates_are_usable_lasagne_style():
                           mode="FAST_COMPILE")
     X, Y = make_batch("mse", 12, 3, 2)
     assert f(X, Y) > f(X, Y)
+    # the loss itself, default learning rate (Lasagne's ``loss_or_grads``)
+    g = pytensor.function([net.X, y], loss, updates=pt_kfgn.sgd(loss, net.flat_params), mode="FAST_COMPILE")
+    assert g(X, Y) > g(X, Y)
 
 
 def test_warm_compile_leaves_the_trajectory_unchanged():

@@ -5,7 +5,10 @@ import csv
 import numpy as np
 import pytest
 
-from pt_kfgn.cli import build_net, main, make_optimizer
+from pt_kfgn import checkpoint
+from pt_kfgn.cli import main
+from pt_kfgn.graph.layers import build_net
+from pt_kfgn.optim import make_optimizer
 from pt_kfgn.train import read_log, train
 
 
@@ -40,19 +43,16 @@ def test_killed_run_resumes_on_the_same_trajectory(tmp_path, method):
 def test_checkpoint_mid_interval_truncates_the_log(tmp_path):
     _run("adam", 7, out=tmp_path)  # checkpoints at 3, 6, 7
     # simulate a crash after step 7 was logged but with the checkpoint of step 6
-    import pickle
-
-    ck = pickle.loads((tmp_path / "checkpoint.pkl").read_bytes())
+    ck = checkpoint.load(tmp_path / "checkpoint.npz")
     assert ck["step"] == 7
     ck["step"] = 6
-    (tmp_path / "checkpoint.pkl").write_bytes(pickle.dumps(ck))
+    checkpoint.save(tmp_path / "checkpoint.npz", ck)
     _run("adam", 6, out=tmp_path, resume=True)
     with open(tmp_path / "log.csv") as fh:
         assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4, 5, 6]
 
 
-def test_cli_trains_writes_log_and_plot_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setenv("PT_KFGN_DATA", str(tmp_path / "cache"))
+def test_cli_trains_writes_log_and_plot_and_resumes(tmp_path, monkeypatch, data_env):
     out = tmp_path / "run"
     args = ["train", "--dataset", "curves", "--method", "kfra", "--steps", "3", "--n-train", "60",
             "--batch-size", "20", "--widths", "6,2", "--out", str(out), "--backend", "fast", "--no-progress",
@@ -65,7 +65,7 @@ def test_cli_trains_writes_log_and_plot_and_resumes(tmp_path, monkeypatch):
     rows = read_log(out / "log.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3] and rows[-1]["train_loss"] is not None
     assert any("loss" in k for k in rows[0])
-    assert (out / "checkpoint.pkl").exists() and (out / "config.json").exists()
+    assert (out / "checkpoint.npz").exists() and (out / "config.json").exists()
     assert main([*args[:6], "5", *args[7:], "--resume"]) == 0
     assert [int(r["step"]) for r in read_log(out / "log.csv")] == [1, 2, 3, 4, 5]
 
@@ -84,3 +84,53 @@ def test_subnormal_inputs_are_reported():
     with pytest.warns(RuntimeWarning, match="2 subnormal float32"):
         assert warn_subnormal(X, "float32") == 2
     assert warn_subnormal(X.astype(np.float64), "float64") == 0
+
+
+def test_log_reports_the_averaged_parameters_loss(tmp_path):
+    _, opt, rows = _run("kfra", 8, out=tmp_path)
+    logged = [r for r in read_log(tmp_path / "log.csv") if r["train_loss"] is not None]
+    assert [int(r["step"]) for r in logged] == [4, 8]
+    X = _data()
+    assert logged[-1]["avg_train_loss"] == pytest.approx(opt.evaluate_averaged(X, X), rel=1e-12)
+    assert logged[-1]["avg_train_loss"] != logged[-1]["train_loss"]
+    _, _, rows = _run("adam", 4, out=tmp_path / "adam")
+    assert rows[-1]["avg_train_loss"] == ""  # Adam keeps no average
+
+
+def _corrupt(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "pickled":
+        import numpy as np
+
+        np.savez(path, **{"__state__.json": np.frombuffer(b'{"format": "x"}', np.uint8)},
+                 a0=np.array([object()], dtype=object))
+    elif how == "foreign":
+        path.write_bytes(b"not a checkpoint at all")
+
+
+@pytest.mark.parametrize("how", ["truncated", "pickled", "foreign"])
+def test_a_bad_checkpoint_is_a_clear_error_naming_the_file(tmp_path, how):
+    _run("adam", 3, out=tmp_path)
+    path = tmp_path / "checkpoint.npz"
+    _corrupt(path, how)
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint.npz"):
+        _run("adam", 6, out=tmp_path, resume=True)
+
+
+def test_train_validates_its_arguments_before_anything_runs():
+    for kwargs in ({"steps": -3}, {"batch_size": 0}, {"eval_every": 0}):
+        with pytest.raises(ValueError, match="must be an integer"):
+            train(None, None, None, **{"steps": 1, **kwargs})
+
+
+def test_cli_rejects_bad_arguments_before_loading_or_compiling(tmp_path, monkeypatch, capsys):
+    import pt_kfgn.data
+
+    def boom(*a, **k):
+        raise AssertionError("data loaded before the arguments were checked")
+
+    monkeypatch.setattr(pt_kfgn.data, "load_dataset", boom)
+    assert main(["train", "--steps", "-3", "--out", str(tmp_path)]) == 2
+    assert "steps must be an integer >= 0" in capsys.readouterr().err

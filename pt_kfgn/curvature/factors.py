@@ -9,6 +9,7 @@ input factor first, ``Q`` of size ``d_in + 1``.  Both factors are **means** over
 from __future__ import annotations
 
 import warnings
+from itertools import pairwise
 
 import pytensor.tensor as pt
 
@@ -17,6 +18,39 @@ from pt_kfgn.graph.chain import LayerChain
 from pt_kfgn.graph.losses import Loss
 
 METHODS = ("kflr", "kfra", "kfac", "exact")
+MEMORY_LIMIT = 4 * 2 ** 30  # bytes; [ours] override with $PT_KFGN_MEMORY_LIMIT (bytes)
+
+
+class CurvatureMemoryError(MemoryError):
+    """An exact curvature method would allocate more than the memory limit."""
+
+
+def memory_estimate(sizes, N: int, method: str, output_rank: int, itemsize: int) -> int:
+    """Bytes of the largest intermediates of ``method`` for a net of layer widths ``sizes`` and batch ``N``.
+
+    KFLR / "exact" propagate an ``(N, r, d_λ)`` square root per layer (r = rank of ``H_L``); the exact blocks
+    ("hessian", "gn", "blockdiag-exact") hold ``(N, d_λ, d_λ)`` per layer and dense ``((d_in+1) d_out)²``
+    blocks.  KFRA and KFAC need ``O(N d + d²)`` and are not limited.
+    """
+    dims = list(pairwise(sizes))
+    if method in ("kflr", "exact"):
+        return itemsize * N * output_rank * sum(b for _, b in dims)
+    if method in ("hessian", "gn", "blockdiag-exact"):
+        return itemsize * (N * sum(b * b for _, b in dims) + sum(((a + 1) * b) ** 2 for a, b in dims))
+    return 0
+
+
+def check_memory(sizes, N: int, method: str, output_rank: int, itemsize: int) -> None:
+    """Raise :class:`CurvatureMemoryError` naming the size when ``method`` would exceed the limit."""
+    import os
+
+    limit = int(os.environ.get("PT_KFGN_MEMORY_LIMIT", MEMORY_LIMIT))
+    need = memory_estimate(sizes, N, method, output_rank, itemsize)
+    if need > limit:
+        raise CurvatureMemoryError(
+            f"{method} on a {'-'.join(map(str, sizes))} net with a batch of {N} needs about {need / 2 ** 30:.1f} GiB "
+            f"(limit {limit / 2 ** 30:.1f} GiB, $PT_KFGN_MEMORY_LIMIT): use KFRA or KFAC, a smaller batch, or "
+            "raise the limit")
 
 
 def augmented_input(layer):

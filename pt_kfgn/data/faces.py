@@ -9,9 +9,6 @@ the per-pixel mean and divide by √mean(x²) over the generated rows.  Label re
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from pt_kfgn.data.cache import DataError, cache_dir, fetch
@@ -22,17 +19,11 @@ OLIVETTI_URLS = ("https://cs.nyu.edu/~roweis/data/olivettifaces.mat",)
 PAIRS, SIDE, SRC = 414, 25, 64
 
 
-def _sources():
-    env = os.environ.get("PT_KFGN_OLIVETTI_DIR")
-    here = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "olivetti"
-    return [p for p in (env, here) if p]
-
-
 def load_olivetti() -> np.ndarray:
     """The 400 Olivetti faces as float64 (400, 64, 64), raw grey levels, person k // 10."""
     from scipy.io import loadmat
 
-    path = fetch(OLIVETTI, OLIVETTI_SHA256, OLIVETTI_URLS, _sources())
+    path = fetch(OLIVETTI, OLIVETTI_SHA256, OLIVETTI_URLS)
     try:
         faces = loadmat(path)["faces"]
     except (ValueError, KeyError, OSError) as err:

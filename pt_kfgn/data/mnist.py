@@ -6,7 +6,6 @@ The paper trains on the first 50,000 training images, pixel values x / 255 in [0
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +45,6 @@ def read_idx(path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
-def _local_sources():
-    env = os.environ.get("PT_KFGN_MNIST_DIR")
-    here = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
-    return [p for p in (env, here) if p]
-
-
 def load_mnist(split: str = "train", n: int | None = None):
     """``(X, labels)``: X float32 (n, 784) in [0, 1], labels int64.  ``split`` "train" or "test"."""
     if split not in ("train", "test"):
@@ -60,18 +53,13 @@ def load_mnist(split: str = "train", n: int | None = None):
     paths = {}
     for kind in ("images-idx3", "labels-idx1"):
         name = f"{prefix}-{kind}-ubyte.gz"
-        paths[kind] = fetch(f"mnist/{name}", FILES[name], [m + name for m in MIRRORS], _local_sources())
+        paths[kind] = fetch(f"mnist/{name}", FILES[name], [m + name for m in MIRRORS])
     images, labels = read_idx(paths["images-idx3"]), read_idx(paths["labels-idx1"])
     if len(images) != len(labels):
         raise DataError("MNIST images and labels differ in length")
     X = images.reshape(len(images), -1).astype(np.float32) / 255.0
     y = labels.astype(np.int64)
     return (X, y) if n is None else (X[:n], y[:n])
-
-
-def load_mnist_paper(n: int = 50000):
-    """The paper's training set: the first 50,000 training images."""
-    return load_mnist("train", n)
 
 
 def odd_even(labels: np.ndarray) -> np.ndarray:

@@ -34,11 +34,6 @@ class DenseLayer:
     h: Variable
     a_out: Variable | None  # the next layer's input; None for the output layer
 
-    @property
-    def shape(self) -> tuple:
-        """``(n_in, n_out)`` of ``W`` (symbolic entries when the shapes are not static)."""
-        return self.W.type.shape
-
 
 @dataclass(frozen=True)
 class LayerChain:
@@ -52,9 +47,6 @@ class LayerChain:
     def params(self) -> list:
         """``[W1, b1, W2, b2, ...]``."""
         return [p for layer in self.layers for p in (layer.W, layer.b)]
-
-    def __len__(self) -> int:
-        return len(self.layers)
 
 
 def _is_dot(var) -> bool:

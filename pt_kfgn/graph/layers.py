@@ -33,7 +33,6 @@ TRANSFER_FUNCTIONS = {
     "leaky_relu": lambda h: pt.switch(h > 0, h, 0.01 * h),
     "softplus": pt.softplus,
 }
-PIECEWISE_LINEAR = frozenset({"identity", "linear", "relu", "leaky_relu"})
 INITS = ("glorot", "sparse")
 
 
@@ -153,12 +152,43 @@ def autoencoder(dim: int, hidden: str = "tanh", code: str = "identity", seed: in
                 dtype: str = "float32", widths: Sequence[int] = (1000, 500, 250, 30)) -> MLP:
     """The paper's ``D-1000-500-250-30-250-500-1000-D`` autoencoder (Sec. 5).
 
-    Hidden transfer function tanh [ours; the text does not say], code layer ``code``, identity output.
+    Parameters
+    ----------
+    dim : int
+        Input and output width ``D``.
+    hidden : str
+        Hidden transfer function, tanh [ours; the text does not say].
+    code : str
+        Transfer function of the code layer (identity).
+    seed, dtype : int, str
+        Initialisation seed and floatX.
+    widths : sequence of int
+        Encoder widths; the decoder mirrors them.
     """
     widths = list(widths)
     sizes = [dim] + widths + widths[-2::-1] + [dim]
     acts = [hidden] * (len(widths) - 1) + [code] + [hidden] * (len(widths) - 1) + ["identity"]
     return MLP(sizes, acts, seed=seed, dtype=dtype)
+
+
+_autoencoder = autoencoder  # for build_net, whose flag shadows the name
+
+
+def classifier(dim_in: int, dim_out: int, hidden: str = "tanh", seed: int = 0, dtype: str = "float32",
+               widths: Sequence[int] = (1000, 500, 250, 30)) -> MLP:
+    """``dim_in-widths-dim_out`` with ``hidden`` units and an identity output (Sec. 5.2: 784-…-30-1)."""
+    widths = list(widths)
+    return MLP([dim_in] + widths + [dim_out], [hidden] * len(widths) + ["identity"], seed=seed, dtype=dtype)
+
+
+def build_net(dim_in: int, dim_out: int, widths, hidden: str = "tanh", seed: int = 0, dtype: str = "float32",
+              autoencoder: bool = True) -> MLP:
+    """The experiments' network: :func:`autoencoder` (``dim_out`` = ``dim_in``) or :func:`classifier`."""
+    if autoencoder:
+        if dim_out != dim_in:
+            raise ValueError(f"an autoencoder needs dim_out == dim_in, got {dim_out} and {dim_in}")
+        return _autoencoder(dim_in, hidden, seed=seed, dtype=dtype, widths=widths)
+    return classifier(dim_in, dim_out, hidden, seed=seed, dtype=dtype, widths=widths)
 
 
 class GraphNet:

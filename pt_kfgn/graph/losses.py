@@ -61,6 +61,10 @@ class Loss:
         """ĝ = ∂(−log p(ŷ|h))/∂h for one ŷ ~ p(y|h) per datapoint, and the rng's next state."""
         raise NotImplementedError
 
+    def output_rank(self, d: int) -> int:
+        """Rows ``r`` of the square root ``S`` (N, r, d) for ``d`` outputs (memory estimates)."""
+        return d
+
     def check_targets(self, Y: np.ndarray, n: int, d: int) -> np.ndarray:
         """Validate numeric targets for ``n`` datapoints and ``d`` outputs; return them as floats."""
         Y = np.asarray(Y)

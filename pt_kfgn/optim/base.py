@@ -66,6 +66,42 @@ class Optimizer:
             total += float(self._eval_fn(X[i:i + chunk], Y[i:i + chunk])) * len(X[i:i + chunk])
         return total / len(X)
 
+    def dummy_batch(self):
+        """A valid two-point batch of zeros (target 1 in the first output: valid for every loss)."""
+        X = np.zeros((2, self.net.sizes[0]), self.net.dtype)
+        Y = np.zeros((2, self.net.sizes[-1]), self.net.dtype)
+        Y[:, 0] = 1.0
+        return X, Y
+
+    def compile(self, warm: bool = True, progress=None):
+        """Compile (and with ``warm``, JIT by one step on :meth:`dummy_batch`) now rather than at the first
+        step; every piece of state is restored afterwards.  ``progress``: a callable taking a message."""
+        if progress is not None:
+            progress(f"compiling {self.name}")
+        if warm:
+            state = self.state_dict()
+            self.step(*self.dummy_batch())
+            self.load_state_dict(state)
+        return self
+
+    def averaged_params(self) -> list[np.ndarray] | None:
+        """θ̄ (eq. 44-45) as ``[W1, b1, ...]``, or None for optimisers that do not average."""
+        return None
+
+    def evaluate_averaged(self, X, Y, chunk: int = 5000) -> float | None:
+        """Mean loss at θ̄ (the parameters are swapped in and restored), or None without averaging."""
+        avg = self.averaged_params()
+        if avg is None:
+            return None
+        current = [p.get_value() for p in self.params]
+        try:
+            for p, a in zip(self.params, avg):
+                p.set_value(a)
+            return self.evaluate(X, Y, chunk)
+        finally:
+            for p, v in zip(self.params, current):
+                p.set_value(v)
+
     # -- state -------------------------------------------------------------------------------------
     def state_variables(self) -> list:
         """Every shared variable that the optimiser's trajectory depends on (parameters first)."""

@@ -14,7 +14,7 @@ import pytensor
 import pytensor.tensor as pt
 
 from pt_kfgn.backend import compile_function, floatx
-from pt_kfgn.optim.base import Optimizer
+from pt_kfgn.optim.base import Optimizer, regularised_objective
 
 RULES = ("sgd", "momentum", "nesterov", "adam")
 
@@ -23,38 +23,61 @@ def _zeros_like(p, name):
     return pytensor.shared(np.zeros_like(p.get_value()), name=f"{name}_{p.name}")
 
 
-def sgd(grads, params, lr):
-    """θ ← θ − lr ∇."""
-    return OrderedDict((p, p - lr * g) for p, g in zip(params, grads))
+def _grads(loss_or_grads, params):
+    """The gradients: given as a list, or of a scalar loss (Lasagne's ``loss_or_grads``)."""
+    if isinstance(loss_or_grads, list | tuple):
+        if len(loss_or_grads) != len(params):
+            raise ValueError(f"{len(loss_or_grads)} gradients for {len(params)} parameters")
+        return list(loss_or_grads)
+    return pt.grad(loss_or_grads, params)
 
 
-def momentum(grads, params, lr, mu: float = 0.9):
-    """v ← μ v − lr ∇; θ ← θ + v."""
+def sgd(loss_or_grads, params, learning_rate=1e-2):
+    """θ ← θ − lr ∇.
+
+    Parameters
+    ----------
+    loss_or_grads : scalar variable or list of variables
+        A loss to differentiate, or the gradients.
+    params : list of shared variables
+    learning_rate : float or shared scalar
+
+    Returns
+    -------
+    OrderedDict
+        Updates for ``pytensor.function(updates=...)``.
+    """
+    return OrderedDict((p, p - learning_rate * g) for p, g in zip(params, _grads(loss_or_grads, params)))
+
+
+def momentum(loss_or_grads, params, learning_rate=1e-2, momentum: float = 0.9):
+    """Heavy ball: v ← μ v − lr ∇; θ ← θ + v (parameters and return as :func:`sgd`)."""
     updates = OrderedDict()
-    for p, g in zip(params, grads):
+    for p, g in zip(params, _grads(loss_or_grads, params)):
         v = _zeros_like(p, "velocity")
-        v_new = mu * v - lr * g
+        v_new = momentum * v - learning_rate * g
         updates[v], updates[p] = v_new, p + v_new
     return updates
 
 
-def nesterov(grads, params, lr, mu: float = 0.9):
-    """Nesterov momentum as in Lasagne: v ← μ v − lr ∇; θ ← θ + μ v_new − lr ∇."""
+def nesterov(loss_or_grads, params, learning_rate=1e-2, momentum: float = 0.9):
+    """Nesterov momentum as in Lasagne: v ← μ v − lr ∇; θ ← θ + μ v_new − lr ∇ (as :func:`sgd`)."""
     updates = OrderedDict()
-    for p, g in zip(params, grads):
+    for p, g in zip(params, _grads(loss_or_grads, params)):
         v = _zeros_like(p, "velocity")
-        v_new = mu * v - lr * g
-        updates[v], updates[p] = v_new, p + mu * v_new - lr * g
+        v_new = momentum * v - learning_rate * g
+        updates[v], updates[p] = v_new, p + momentum * v_new - learning_rate * g
     return updates
 
 
-def adam(grads, params, lr, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8):
-    """Adam (Kingma & Ba 2015) with bias correction folded into the step size, as in Lasagne."""
+def adam(loss_or_grads, params, learning_rate=1e-3, beta1: float = 0.9, beta2: float = 0.999,
+         epsilon: float = 1e-8):
+    """Adam (Kingma & Ba 2015) with bias correction folded into the step size, as in Lasagne (as :func:`sgd`)."""
     t_prev = pytensor.shared(np.asarray(0.0, dtype=params[0].dtype), name="adam_t")
     t = t_prev + 1
-    a_t = lr * pt.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+    a_t = learning_rate * pt.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
     updates = OrderedDict()
-    for p, g in zip(params, grads):
+    for p, g in zip(params, _grads(loss_or_grads, params)):
         m, v = _zeros_like(p, "m"), _zeros_like(p, "v")
         m_new = beta1 * m + (1 - beta1) * g
         v_new = beta2 * v + (1 - beta2) * g ** 2
@@ -62,6 +85,9 @@ def adam(grads, params, lr, beta1: float = 0.9, beta2: float = 0.999, epsilon: f
         updates[p] = p - a_t * m_new / (pt.sqrt(v_new) + epsilon)
     updates[t_prev] = t
     return updates
+
+
+UPDATE_RULES = {"sgd": sgd, "momentum": momentum, "nesterov": nesterov, "adam": adam}
 
 
 def halving_schedule(lr0: float, t: int, decay_period: float | None) -> float:
@@ -94,10 +120,9 @@ class FirstOrder(Optimizer):
 
     def _build(self, eta, rule_kwargs):
         net, rule = self.net, self.rule
-        Ebar = self.batch_loss()
-        f = Ebar + 0.5 * eta * sum(pt.sqr(p).sum() for p in self.params) if eta else Ebar
+        Ebar, f = regularised_objective(self.loss, self.chain, self.y, eta)
         grads = pt.grad(f, self.params)
-        raw = globals()[rule](grads, self.params, self.lr, **rule_kwargs)
+        raw = UPDATE_RULES[rule](grads, self.params, self.lr, **rule_kwargs)
         ok = pt.isfinite(f) & pt.isfinite(sum(pt.sqr(g).sum() for g in grads))
         self._state = [v for v in raw if v not in self.params]
         updates = OrderedDict((v, pt.switch(ok, new, v)) for v, new in raw.items())

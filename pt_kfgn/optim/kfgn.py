@@ -29,7 +29,7 @@ import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
 
 from pt_kfgn.backend import compile_function, floatx
-from pt_kfgn.curvature.factors import METHODS
+from pt_kfgn.curvature.factors import METHODS, check_memory
 from pt_kfgn.graph.losses import new_rng
 from pt_kfgn.optim import adaptation as rules
 from pt_kfgn.optim import stages
@@ -259,9 +259,7 @@ class KFGN(Optimizer):
         ``progress``: a callable receiving a message before each kind is compiled.
         """
         state = self.state_dict() if warm else None
-        X = np.zeros((2, self.net.sizes[0]), self.net.dtype)
-        Y = np.zeros((2, self.net.sizes[-1]), self.net.dtype)
-        Y[:, 0] = 1.0  # a valid target for every loss (one-hot for softmax)
+        X, Y = self.dummy_batch()
         kinds = self._kinds()
         for i, kind in enumerate(kinds):
             if progress is not None:
@@ -298,6 +296,8 @@ class KFGN(Optimizer):
     def step(self, X, Y) -> dict:
         """One KFGN iteration on the batch (with up to ``retries`` retries); returns its statistics."""
         X, Y = self.check(X, Y)
+        check_memory(self.net.sizes, len(X), self.method, self.loss.output_rank(self.net.sizes[-1]),
+                     np.dtype(self.net.dtype).itemsize)
         self.t += 1
         zeta_t = rules.averaging_weight(self.t, self.zeta)
         rolled_back = False
