@@ -14,8 +14,9 @@ import pytensor.tensor as pt
 from pt_kfgn.backend import compile_function, floatx
 from pt_kfgn.curvature.factors import kronecker_factors
 from pt_kfgn.graph.losses import new_rng
+from pt_kfgn.optim.base import regularised_objective
+from pt_kfgn.optim.cg import GNOperator
 from pt_kfgn.optim.damping import exact_kron_solve, kron_solve, layer_matrix
-from pt_kfgn.optim.hessian_free import HessianFree
 
 
 def cosine(u, v) -> float:
@@ -28,19 +29,17 @@ class Alignment:
 
     def __init__(self, net, loss, methods=("kfra", "kfac"), eta: float = 1e-5, cg_iters: int = 250,
                  backend=None, seed: int = 0):
-        self.hf_full = HessianFree(net, loss, eta=eta, max_iters=cg_iters, backend=backend)
-        self.hf_block = HessianFree(net, loss, eta=eta, max_iters=cg_iters, block_diagonal=True, backend=backend)
-        self.hf_block._gv_fn = self.hf_full._gv_fn  # share the compiled GN product
-        self.methods, self.eta, self.net = methods, eta, net
-        chain, y = self.hf_full.chain, self.hf_full.y
+        self.operator = GNOperator(net, loss, eta, backend)  # CG and the GN product, shared with HF
+        self.methods, self.eta, self.net, self.cg_iters = methods, eta, net, cg_iters
+        chain, y, loss = self.operator.chain, self.operator.y, self.operator.loss
         with floatx(net.dtype):
             eps = pt.scalar("eps", dtype=net.dtype)
-            f = self.hf_full.batch_loss() + 0.5 * eta * sum(pt.sqr(p).sum() for p in chain.params)
+            _, f = regularised_objective(loss, chain, y, eta)
             grads = pt.grad(f, chain.params)
             outs, updates = list(grads), {}
             for m in methods:
                 rng = new_rng(seed) if m == "kfac" else None
-                pairs, up = kronecker_factors(chain, self.hf_full.loss, y, m, rng)
+                pairs, up = kronecker_factors(chain, loss, y, m, rng)
                 updates.update(up)
                 for solve in (kron_solve, exact_kron_solve):
                     for i, (Q, G) in enumerate(pairs):
@@ -51,14 +50,15 @@ class Alignment:
 
     def compare(self, X, Y, gamma: float, lam: float) -> dict:
         """Cosines per layer and whole for each method and inverse, against block and full GN."""
-        X, Y = self.hf_full.check(X, Y)
+        op = self.operator
+        X, Y = op.check(X, Y)
         out = self._fn(X, Y, gamma + self.eta)
         L, P = self.n_layers, 2 * self.n_layers
         grads = out[:P]
-        grad = self.hf_full._flat(grads)
+        grad = op.flat(grads)
         zero = np.zeros_like(grad)
-        d_block, _ = self.hf_block.solve(X, Y, grad, gamma + self.eta, zero)
-        d_full, _ = self.hf_full.solve(X, Y, grad, lam + self.eta, zero)
+        d_block, _ = op.solve(X, Y, grad, gamma + self.eta, zero, self.cg_iters, block_diagonal=True)
+        d_full, _ = op.solve(X, Y, grad, lam + self.eta, zero, self.cg_iters)
         bounds = np.cumsum([0] + [int(np.prod(g.shape)) + int(np.prod(b.shape))
                                   for g, b in zip(grads[0::2], grads[1::2])])
         res = {"block_vs_full": cosine(d_block, d_full)}

@@ -39,3 +39,19 @@ def test_backend_matches_reference(reference_run, backend):
 def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="backend="):
         KFGN(pt_kfgn.mlp([2, 1], ["identity"]), "mse", backend="cuda")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kflr_with_the_mixture_loss_compiles_on_every_backend(backend):
+    """The one-output mixture's KFLR once reshaped by the batch size, which JAX cannot trace."""
+    net = pt_kfgn.classifier(6, 1, widths=(5, 4), dtype="float64", seed=0)
+    X, Y = make_batch("mixture", 8, 6, 1)
+    ref = pt_kfgn.kronecker_factors(net, "mixture", X, Y, "kflr")
+    opt = KFGN(net, "mixture", "kflr", backend=backend, T1=1)
+    theta = [p.get_value() for p in net.flat_params]
+    s = opt.step(X, Y)
+    assert s["accepted"]
+    for p, v in zip(net.flat_params, theta):
+        p.set_value(v)
+    ref_step = KFGN(net, "mixture", "kflr", backend="fast", T1=1).step(X, Y)
+    assert s["alpha"] == pytest.approx(ref_step["alpha"], rel=1e-9) and len(ref) == 3

@@ -13,9 +13,10 @@ import pt_kfgn
 from pt_kfgn.backend import compile_function
 from pt_kfgn.graph.losses import SquaredError
 from pt_kfgn.optim import adaptation as rules
+from pt_kfgn.optim.cg import conjugate_gradient
 from pt_kfgn.optim.damping import exact_kron_solve, kron_solve
 from pt_kfgn.optim.first_order import FirstOrder, halving_schedule
-from pt_kfgn.optim.hessian_free import HessianFree, conjugate_gradient
+from pt_kfgn.optim.hessian_free import HessianFree
 from pt_kfgn.optim.kfgn import KFGN
 
 
@@ -247,7 +248,7 @@ def test_hf_cg_equals_exact_damped_solve(block):
     _f0, *g = _grad_fn(net, "softmax_ce", 1e-3)(X, Y)
     # HF's own flat order is [W1.ravel(), b1, W2.ravel(), b2] = per-layer vstack([W, b]).ravel()
     grad = _flat_pairs(g)
-    delta, _ = hf.solve(X, Y, grad, 0.5 + 1e-3, np.zeros_like(grad), max_iters=200)
+    delta, _ = hf.operator.solve(X, Y, grad, 0.5 + 1e-3, np.zeros_like(grad), max_iters=200, block_diagonal=block)
     C = G + (0.5 + 1e-3) * np.eye(len(grad))
     if block:
         sizes = [(4 + 1) * 5, (5 + 1) * 3]
@@ -262,6 +263,71 @@ def test_hf_step_decreases_the_loss_and_adapts_lambda():
     hf = HessianFree(net, "softmax_ce", max_iters=50)
     losses = [hf.step(X, Y)["loss"] for _ in range(5)]
     assert losses[-1] < losses[0] and hf.lam != 45.0
+
+
+def _badly_scaled():
+    r = np.random.default_rng(3)
+    X = r.standard_normal((60, 6)) * np.logspace(-1.5, 1.5, 6)
+    return pt_kfgn.mlp([6, 4, 3], ["identity", "identity"], seed=2), X, make_batch("softmax_ce", 60, 6, 3)[1]
+
+
+def test_martens_preconditioner_reduces_cg_iterations():
+    """Iterations to reach ‖r‖ ≤ 1e-6 ‖b‖ on a badly scaled 30-4-1 tanh net (input scales 0.1…10):
+    (diag Σgₙ²/N + λ)^¾ against none.  Measured: 95 against 331.
+
+    Caught: the preconditioner's diagonal replaced by ones (the count of the unpreconditioned solve)."""
+    r = np.random.default_rng(3)
+    X = r.standard_normal((400, 30)) * np.logspace(-1, 1, 30)
+    Y = r.standard_normal((400, 1))
+    hf = HessianFree(pt_kfgn.mlp([30, 4, 1], ["tanh", "identity"], seed=2), "mse", lam=1e-4)
+    _, _, grad = hf.operator.gradient(X, Y)
+    counts = {}
+    for on in (False, True):
+        hf.precondition = on
+        _, saved = hf.operator.solve(X, Y, grad, 1e-4, np.zeros_like(grad), max_iters=3000,
+                                     precondition=hf.preconditioner(X, Y, 1e-4), rtol=1e-6, tol=0.0)
+        counts[on] = saved[-1][0]
+    assert counts[True] < 0.5 * counts[False], counts
+
+
+def test_martens_gradient_squares_are_per_datapoint():
+    """``(1/N) Σₙ (∂Eₙ/∂θ)²`` against per-datapoint gradients computed one at a time."""
+    net, X, Y = _badly_scaled()
+    op = HessianFree(net, "softmax_ce", eta=0.0).operator
+    per = np.stack([op.gradient(X[n:n + 1], Y[n:n + 1])[2] for n in range(len(X))])
+    np.testing.assert_allclose(op.gradient_squares(X, Y), (per ** 2).mean(0), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_hf_rho_is_of_the_backtracked_iterate_and_warm_start_is_the_last_iterate(block, monkeypatch):
+    """ρ from the CG-backtracked iterate before the line search; x_prev = the last CG iterate."""
+    net, X, Y = _badly_scaled()
+    hf = HessianFree(net, "softmax_ce", lam=1.0, max_iters=30, block_diagonal=block)
+    seen = {}
+    solve = hf.operator.solve
+
+    def spy(*a, **k):
+        seen["out"] = solve(*a, **k)
+        return seen["out"]
+
+    monkeypatch.setattr(hf.operator, "solve", spy)
+    op = hf.operator
+    theta = op.flat([p.get_value() for p in hf.params])
+    _, f0, grad = op.gradient(X, Y)
+    s = hf.step(X, Y)
+    delta, saved = seen["out"]
+    assert len(saved) > 2 and np.array_equal(saved[-1][1], delta) and np.array_equal(hf.x_prev, delta)
+    for p, v in zip(hf.params, op.split(theta)):
+        p.set_value(v)
+    f = lambda v: (hf._set(theta + v), op.objective(X, Y))[1]
+    best, fb = delta, f(delta)
+    for _, c in reversed(saved[:-1]):
+        if not f(c) < fb:
+            break
+        best, fb = c, f(c)
+    hf._set(theta)
+    model = grad @ best + 0.5 * best @ (op.product(X, Y, best) + hf.eta * best)
+    assert s["rho"] == pytest.approx((fb - f0) / model, rel=1e-9)
 
 
 # -- first-order baselines against numpy arithmetic -------------------------------------------------

@@ -82,7 +82,8 @@ def output_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
     h = chain.output
     if method in ("kflr", "exact"):
         S_L = loss.sqrt_hessian(h, y)
-        if S_L.type.shape[1] == 1:  # rank one per datapoint (one output): the matrix-product path
+        if S_L.type.shape[1] == 1 or loss.output_rank(None) == 1:  # rank one per datapoint: matrix products
+            # (also keeps the batch size out of any reshape, which JAX cannot trace)
             S_L = S_L[:, 0, :]
         return [_gram(S) for S in backprop_sqrt(chain, S_L)], {}
     if method == "kfra":

@@ -61,8 +61,8 @@ class Loss:
         """ĝ = ∂(−log p(ŷ|h))/∂h for one ŷ ~ p(y|h) per datapoint, and the rng's next state."""
         raise NotImplementedError
 
-    def output_rank(self, d: int) -> int:
-        """Rows ``r`` of the square root ``S`` (N, r, d) for ``d`` outputs (memory estimates)."""
+    def output_rank(self, d) -> int:
+        """Rows ``r`` of the square root ``S`` (N, r, d) for ``d`` outputs (None if ``d`` is unknown)."""
         return d
 
     def check_targets(self, Y: np.ndarray, n: int, d: int) -> np.ndarray:
@@ -253,6 +253,9 @@ class Mixture(Loss):
     def hessian(self, h, y):
         g = pt.grad(self.per_sample(h, y).sum(), h)  # separable: the diagonal is the full Hessian
         return pt.grad(g.sum(), h)[:, :, None]
+
+    def output_rank(self, d) -> int:
+        return 1
 
     def sqrt_hessian(self, h, y):
         return (y * self._ratio(h) + (1 - y) * self._ratio(-h))[:, :, None]  # y ∈ {0, 1}: √ of _hgn

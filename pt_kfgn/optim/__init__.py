@@ -15,9 +15,10 @@ sgd, ...      first-order baselines with a halving learning rate       :mod:`pt_
 
 from __future__ import annotations
 
+from pt_kfgn.optim.cg import GNOperator, conjugate_gradient
 from pt_kfgn.optim.first_order import RULES as FIRST_ORDER
 from pt_kfgn.optim.first_order import FirstOrder, adam, halving_schedule, momentum, nesterov, sgd
-from pt_kfgn.optim.hessian_free import HessianFree, conjugate_gradient
+from pt_kfgn.optim.hessian_free import HessianFree
 from pt_kfgn.optim.kfgn import KFGN, StalledError
 
 SECOND_ORDER = ("kflr", "kfra", "kfac")
@@ -39,5 +40,5 @@ def make_optimizer(method: str, net, loss, *, seed: int = 0, backend=None, lr=No
     raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
 
 
-__all__ = ["FIRST_ORDER", "KFGN", "METHODS", "SECOND_ORDER", "FirstOrder", "HessianFree", "StalledError", "adam",
+__all__ = ["FIRST_ORDER", "KFGN", "METHODS", "SECOND_ORDER", "FirstOrder", "GNOperator", "HessianFree", "StalledError", "adam",
            "conjugate_gradient", "halving_schedule", "make_optimizer", "momentum", "nesterov", "sgd"]
