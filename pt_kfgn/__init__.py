@@ -17,7 +17,7 @@ Layers of the package, each depending only on those before it: ``graph`` (networ
 from pt_kfgn import data
 from pt_kfgn.graph.chain import LayerChain, UnsupportedGraphError, layer_chain
 from pt_kfgn.graph.layers import MLP, GraphNet, autoencoder, classifier, mlp
-from pt_kfgn.graph.losses import LOSSES, Loss, get_loss
+from pt_kfgn.graph.losses import LOSSES, CustomLoss, Loss, get_loss
 from pt_kfgn.interop import block_gauss_newton, block_hessian, kronecker_factors
 from pt_kfgn.optim import (
     KFGN,
@@ -34,7 +34,32 @@ from pt_kfgn.optim import (
 from pt_kfgn.train import train
 
 __version__ = "0.1.0"
-__all__ = ["KFGN", "LOSSES", "METHODS", "MLP", "FirstOrder", "GraphNet", "HessianFree", "LayerChain", "Loss",
-           "StalledError", "UnsupportedGraphError", "adam", "autoencoder", "block_gauss_newton", "block_hessian",
-           "classifier", "data", "get_loss", "kronecker_factors", "layer_chain", "make_optimizer", "mlp",
-           "momentum", "nesterov", "sgd", "train"]
+__all__ = [
+    "KFGN",
+    "LOSSES",
+    "METHODS",
+    "MLP",
+    "CustomLoss",
+    "FirstOrder",
+    "GraphNet",
+    "HessianFree",
+    "LayerChain",
+    "Loss",
+    "StalledError",
+    "UnsupportedGraphError",
+    "adam",
+    "autoencoder",
+    "block_gauss_newton",
+    "block_hessian",
+    "classifier",
+    "data",
+    "get_loss",
+    "kronecker_factors",
+    "layer_chain",
+    "make_optimizer",
+    "mlp",
+    "momentum",
+    "nesterov",
+    "sgd",
+    "train",
+]

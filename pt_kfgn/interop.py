@@ -17,12 +17,12 @@ from pt_kfgn.curvature.factors import METHODS, check_memory, exact_blocks
 from pt_kfgn.curvature.factors import kronecker_factors as _factors
 from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.layers import check_batch
-from pt_kfgn.graph.losses import get_loss, new_rng
+from pt_kfgn.graph.losses import CustomLoss, get_loss, new_rng
 
 
 def _compiled(net, loss, what: str, seed=None):
     cache = net.__dict__.setdefault("_pt_kfgn_cache", {})
-    key = (loss.name, what, seed)
+    key = (loss.name, id(loss) if isinstance(loss, CustomLoss) else None, what, seed)
     if key not in cache:
         with floatx(net.dtype):
             cache[key] = _build(net, loss, what, seed)

@@ -4,6 +4,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from conftest import make_batch
 
 import pt_kfgn
 from pt_kfgn.graph.chain import UnsupportedGraphError, chain_from_loss, layer_chain
@@ -116,3 +117,32 @@ def test_optimiser_on_a_user_graph_matches_the_builder():
         np.testing.assert_allclose(ba, bb, rtol=1e-12)
     with pytest.raises(ValueError, match="input"):
         GraphNet(user.output, pt.matrix("other"))
+
+
+def test_equal_subgraphs_are_merged_before_the_walk():
+    """A relu written ``switch(h > 0, h, 0)`` with ``h`` built twice walks like the builder's relu."""
+    net = pt_kfgn.mlp([4, 3, 2], ["relu", "identity"], seed=0)
+    W1, b1, W2, b2 = net.flat_params
+    X = net.X
+    user = pt.dot(pt.switch(pt.dot(X, W1) + b1 > 0, pt.dot(X, W1) + b1, 0), W2) + b2
+    from pt_kfgn.graph.layers import GraphNet
+
+    g = GraphNet(user, X)
+    Xv, Yv = make_batch("mse", 7, 4, 2)
+    for a, b in zip(pt_kfgn.kronecker_factors(net, "mse", Xv, Yv, "kflr"),
+                    pt_kfgn.kronecker_factors(g, "mse", Xv, Yv, "kflr")):
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-12)
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-12)
+
+
+def test_a_parameter_inside_a_transfer_function_is_named():
+    r = np.random.default_rng(0)
+    W1, W2 = pytensor.shared(r.standard_normal((4, 3)), name="W1"), pytensor.shared(r.standard_normal((3, 2)))
+    b1, b2 = pytensor.shared(np.zeros(3), name="b1"), pytensor.shared(np.zeros(2), name="b2")
+    slope = pytensor.shared(0.1, name="prelu_slope")
+    X = pt.matrix("X")
+    h = X @ W1 + b1
+    with pytest.raises(UnsupportedGraphError, match="parameter .*prelu_slope.* inside a transfer function"):
+        layer_chain(pt.switch(h > 0, h, slope * h) @ W2 + b2)
+    with pytest.raises(UnsupportedGraphError, match="supported: a chain of dense layers"):
+        layer_chain(pt.tanh(h).cumsum(axis=1) @ W2 + b2)

@@ -156,3 +156,30 @@ def test_gn_vector_product_equals_explicit_jt_h_j(gv_functions, loss):
     Gv_flat = np.concatenate([np.vstack([Gv[2 * i], Gv[2 * i + 1][None]]).ravel() for i in range(len(Gv) // 2)])
     np.testing.assert_allclose(Gv_flat, full @ v_flat, atol=1e-12, rtol=1e-9)
     np.testing.assert_allclose(q, v_flat @ full @ v_flat, rtol=1e-10)
+
+
+@pytest.mark.parametrize("builtin", ["bce", "mse"])
+def test_a_hand_written_loss_gives_the_builtin_curvature(builtin):
+    """A user's CustomLoss equal to a built-in: KFLR, KFRA, exact block GN and block Hessian to 1e-10."""
+    import pytensor.tensor as pt
+
+    from pt_kfgn.graph.losses import CustomLoss
+
+    forms = {"bce": lambda h, y: (pt.log1p(pt.exp(h)) - y * h).sum(axis=1),
+             "mse": lambda h, y: 0.5 * ((h - y) ** 2).sum(axis=1)}
+    user = CustomLoss(forms[builtin], name=f"my_{builtin}")
+    net = _net("smooth", builtin)
+    X, Y = make_batch(builtin, 6, 4, 3)
+    for method in ("kflr", "kfra"):
+        for (Q, G), (Qu, Gu) in zip(pt_kfgn.kronecker_factors(net, builtin, X, Y, method),
+                                    pt_kfgn.kronecker_factors(net, user, X, Y, method)):
+            np.testing.assert_allclose(Qu, Q, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(Gu, G, rtol=1e-10, atol=1e-12)
+    for a, b in ((pt_kfgn.block_gauss_newton(net, builtin, X, Y), pt_kfgn.block_gauss_newton(net, user, X, Y)),
+                 (pt_kfgn.block_hessian(net, builtin, X, Y), pt_kfgn.block_hessian(net, user, X, Y))):
+        for B, Bu in zip(a, b):
+            np.testing.assert_allclose(Bu, B, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="needs a sampler"):
+        pt_kfgn.kronecker_factors(net, user, X, Y, "kfac")
+    opt = pt_kfgn.KFGN(net, user, "kfra")
+    assert opt.step(X, Y)["accepted"]

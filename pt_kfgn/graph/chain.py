@@ -4,7 +4,12 @@ Each layer must have the form ``h = dot(a, W) + b`` (``W`` a 2-d root variable s
 variable, ``b`` a 1-d root variable, either operand order of the addition, ``@`` or ``pt.dot``),
 and between two layers only **elementwise** ops whose other inputs are constants:
 ``a = f(h)`` (eq. 1).  Anything else (a non-elementwise op between layers, a layer without bias,
-weight sharing, a skip connection) raises :class:`UnsupportedGraphError` naming the op or variable.
+weight sharing, a skip connection, a learnable parameter inside a transfer function) raises
+:class:`UnsupportedGraphError` naming the op or variable.
+
+The graph is first run through PyTensor's own ``canonicalize`` rewrites (which include merging equal
+subgraphs), so ``h`` written twice, ``switch(h > 0, h, 0)`` or ``x * 1`` walk like their plain forms; the
+rewritten graph keeps the user's input and parameter variables.
 """
 
 from __future__ import annotations
@@ -12,12 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
+from pytensor.graph.rewriting.utils import rewrite_graph
 from pytensor.scalar.basic import ScalarOp
 from pytensor.tensor.basic import Alloc
 from pytensor.tensor.blockwise import Blockwise
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from pytensor.tensor.math import Dot
+
+SUPPORTED = ("supported: a chain of dense layers `dot(a, W) + b` (W, b root variables such as shared variables) "
+             "joined by elementwise transfer functions of the pre-activation alone")
 
 
 class UnsupportedGraphError(ValueError):
@@ -101,6 +111,9 @@ def _elementwise_source(a):
         if id(v) in seen or _is_constant(v):
             continue
         seen.add(id(v))
+        if isinstance(_strip_broadcast(v), SharedVariable):
+            raise UnsupportedGraphError(f"a parameter ({_describe(_strip_broadcast(v))}) inside a transfer function is not "
+                                        f"supported (e.g. a learnable PReLU slope); {SUPPORTED}")
         if _match_dense(v) is not None or v.owner is None:
             if all(s is not v for s in sources):
                 sources.append(v)
@@ -112,12 +125,11 @@ def _elementwise_source(a):
         if _is_dot(v):
             raise UnsupportedGraphError(f"a dot product without a bias ({_describe(v)}) is not supported: "
                                         "give every dense layer a bias vector")
-        raise UnsupportedGraphError(f"unsupported {_describe(v)} between layers: only elementwise "
-                                    "transfer functions may join two dense layers")
+        raise UnsupportedGraphError(f"unsupported {_describe(v)} between layers; {SUPPORTED}")
     if len(sources) != 1:
         names = ", ".join(_describe(s) for s in sources)
         raise UnsupportedGraphError(f"the activation {a.name or a} depends on several layers or inputs "
-                                    f"({names}): skip connections are not supported")
+                                    f"({names}): skip connections are not supported; {SUPPORTED}")
     return sources[0]
 
 
@@ -125,11 +137,13 @@ def layer_chain(output) -> LayerChain:
     """Recover the :class:`LayerChain` that computes ``output`` (= ``h_L``, the last pre-activation)."""
     if not isinstance(output, Variable) or output.ndim != 2:
         raise UnsupportedGraphError("the network output h_L must be a symbolic matrix (N, d_L)")
+    output = rewrite_graph(output, include=("canonicalize",), clone=True)
     layers, h, a_out = [], output, None
     while True:
         match = _match_dense(h)
         if match is None:
-            raise UnsupportedGraphError(f"the output is not a dense layer `dot(a, W) + b`: {_describe(h)}")
+            raise UnsupportedGraphError(f"the output is not a dense layer `dot(a, W) + b`: {_describe(h)}; "
+                                        f"{SUPPORTED}")
         a_in, W, b = match
         if W.owner is not None or W.ndim != 2:
             raise UnsupportedGraphError(f"weight {W} must be a matrix root variable (e.g. a shared variable)")
