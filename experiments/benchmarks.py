@@ -32,8 +32,13 @@ def layer_dims(sizes):
     return list(itertools.pairwise(sizes))
 
 
-def flops(method: str, sizes, N: int) -> float:
-    """FLOPs of one step, counted from the layer sizes (multiply-add = 2)."""
+def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5) -> float:
+    """FLOPs of one step, counted from the layer sizes (multiply-add = 2), averaged over T₁ steps.
+
+    KFGN: gradient, ``Q`` factors, output factors, Cholesky factorisations and their two-sided solves,
+    the forward-mode product for α*, and the trial forward pass on every T₁-th step; with ``every`` > 1
+    (amortised curvature) the factors and factorisations every ``every`` steps, the solves every step.
+    """
     dims = layer_dims(sizes)
     fwd = sum(2 * N * a * b for a, b in dims)
     grad = 3 * fwd  # forward + two backward products per layer
@@ -42,16 +47,20 @@ def flops(method: str, sizes, N: int) -> float:
     if method == "hf":
         return grad + 10 * (2 * fwd + 2 * fwd)  # 10 CG iterations of a GN product (R-op + L-op)
     Q = sum(2 * N * (a + 1) ** 2 for a, _ in dims)
-    solves = sum(((a + 1) ** 3 + b ** 3) / 3 + 2 * (a + 1) ** 2 * b + 2 * b ** 2 * (a + 1) for a, b in dims)
-    extra = 2 * fwd + fwd  # R-op for α*, trial forward
-    if method == "kfra":
-        G = sum(2 * b * b * a + 2 * b * a * a + 2 * N * a * a for a, b in dims[1:])
+    chol = sum(((a + 1) ** 3 + b ** 3) / 3 for a, b in dims)
+    solves = sum(2 * (a + 1) ** 2 * b + 2 * b ** 2 * (a + 1) for a, b in dims)
+    extra = 2 * fwd + fwd / T1  # R-op for α*, trial forward on T₁ steps
+    if method.startswith("kfra"):
+        # first push with a diagonal E[H_L]: (W⊙g)Wᵀ; later pushes W G Wᵀ; E[f'f'ᵀ] as a GEMM
+        a_L, b_L = dims[-1]
+        G = 2 * a_L * a_L * b_L + sum(2 * b * b * a + 2 * b * a * a for a, b in dims[1:-1])
+        G += sum(2 * N * a * a for a, _ in dims[1:])
     elif method == "kfac":
         G = sum(2 * N * a * b for a, b in dims[1:]) + sum(2 * N * b * b for _, b in dims)
     else:  # kflr with r outputs
         r = sizes[-1]
         G = sum(2 * N * r * a * b for a, b in dims[1:]) + sum(2 * N * r * b * b for _, b in dims)
-    return grad + Q + G + solves + extra
+    return grad + (Q + G + chol) / every + solves + extra
 
 
 def gemm_gflops(n: int, dtype, reps: int = 20) -> float:
@@ -69,26 +78,53 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+CYCLE = 20  # T₂: one γ search and four T₁ steps (trial loss, λ update) in every 20 KFGN steps
+
+
 def time_method(method, backend, dtype, X, Y, reps, sizes_widths, classifier=False):
+    """Per-step time: first-order and HF the median of ``reps`` steps; KFGN the mean over a full T₂ cycle
+    (20 steps with its γ search and trial-loss steps, i.e. the cost a run pays per step)."""
     loss = "mixture" if classifier else "bce"
     net = build_net(X.shape[1], Y.shape[1], sizes_widths, "tanh", 0, dtype, autoencoder=not classifier)
     kwargs = {"max_iters": 10} if method == "hf" else {}
-    if method in ("kfra", "kfac", "kflr"):
-        kwargs["gamma_search"] = False  # time the ordinary step; the γ search runs every T₂ = 20 steps
+    name = method
+    if method == "kfra_amortised":
+        name, kwargs = "kfra", {"curvature_every": 5, "inverse_every": 5}
     t = time.perf_counter()
-    opt = make_optimizer(method, net, loss, backend=backend, **kwargs)
-    if hasattr(opt, "compile"):
-        opt.compile()
-    opt.step(X, Y)  # compiles (first call) and warms up
+    opt = make_optimizer(name, net, loss, backend=backend, **kwargs)
+    opt.compile()
     compile_s = time.perf_counter() - t
     opt.step(X, Y)
     ts = []
-    for _ in range(reps):
+    n = CYCLE if name in ("kfra", "kfac", "kflr") else reps
+    for _ in range(n):
         t = time.perf_counter()
         opt.step(X, Y)
         ts.append(time.perf_counter() - t)
-    return {"median_s": float(np.median(ts)), "compile_s": compile_s, "flops": flops(method, net.sizes, len(X)),
-            "peak_rss_mb": peak_rss_mb(), "sizes": net.sizes}
+    step = float(np.mean(ts)) if n == CYCLE else float(np.median(ts))
+    every = 5 if method == "kfra_amortised" else 1
+    return {"step_s": step, "median_s": float(np.median(ts)), "compile_s": compile_s,
+            "flops": flops(method, net.sizes, len(X), every), "peak_rss_mb": peak_rss_mb(), "sizes": net.sizes}
+
+
+def cold_compile(backend: str, dtype: str = "float32") -> dict:
+    """Seconds to compile (and JIT) every KFRA step kind of the MNIST autoencoder in a fresh process with an
+    empty PyTensor cache (cold), then again in a fresh process with that cache (warm)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    code = ("import time, pt_kfgn as pk; t = time.perf_counter(); "
+            f"pk.KFGN(pk.autoencoder(784, dtype='{dtype}'), 'bce', 'kfra', backend='{backend}').compile(); "
+            "print(time.perf_counter() - t)")
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={d}"}
+        for label in ("cold", "warm"):
+            r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+            out[f"compile_{label}_s"] = float(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
+    return out
 
 
 def available_backends():
@@ -137,7 +173,8 @@ def peers(X, reps: int) -> dict:
 
 
 def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=None, batch: int = 1000,
-         widths=AE, methods=("adam", "kfra", "kfac", "hf", "kflr"), dim: int = 784) -> dict:
+         widths=AE, methods=("adam", "kfra", "kfra_amortised", "kfac", "hf", "kflr"), dim: int = 784,
+         cold: bool | None = None) -> dict:
     backends = backends or (["numba"] if quick else available_backends())
     dtypes = dtypes or (["float32"] if quick else ["float32", "float64"])
     reps = reps or (3 if quick else 10)
@@ -159,21 +196,30 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
                         res[m] = time_method(m, be, dtype, X, X, reps, widths)
                 except Exception as err:  # a backend may lack an op: report it, go on
                     res[m] = {"error": f"{type(err).__name__}: {err}"[:300]}
-                if "median_s" in res[m]:
-                    res[m]["gflops"] = res[m]["flops"] / res[m]["median_s"] / 1e9
+                if "step_s" in res[m]:
+                    res[m]["gflops"] = res[m]["flops"] / res[m]["step_s"] / 1e9
                     res[m]["gemm_fraction"] = res[m]["gflops"] / gemm
                 print(f"{dtype} {be} {m}: {res[m]}", flush=True)
-            ok = {k: v for k, v in res.items() if "median_s" in v}
+            ok = {k: v for k, v in res.items() if "step_s" in v}
             ratios = {}
+            for key, a, b in (("kfra_over_adam", "kfra", "adam"), ("kfra_amortised_over_adam", "kfra_amortised", "adam"),
+                              ("kfac_over_kfra", "kfac", "kfra"), ("hf10_over_adam", "hf", "adam")):
+                if a in ok and b in ok:
+                    ratios[key] = ok[a]["step_s"] / ok[b]["step_s"]
             if "kfra" in ok and "adam" in ok:
-                ratios["kfra_over_adam"] = ok["kfra"]["median_s"] / ok["adam"]["median_s"]
-            if "kfac" in ok and "kfra" in ok:
-                ratios["kfac_over_kfra"] = ok["kfac"]["median_s"] / ok["kfra"]["median_s"]
-            if "hf" in ok and "adam" in ok:
-                ratios["hf10_over_adam"] = ok["hf"]["median_s"] / ok["adam"]["median_s"]
-            if "kfra" in ok:
-                ratios["kfra_achieved_over_gemm"] = ok["kfra"]["gemm_fraction"]
+                ratios["kfra_flop_ratio"] = ok["kfra"]["flops"] / ok["adam"]["flops"]
+            for m in ("adam", "kfra"):
+                if m in ok:
+                    ratios[f"{m}_gemm_fraction"] = ok[m]["gemm_fraction"]
             report["runs"][f"{be}-{dtype}"] = {"methods": res, "ratios": ratios}
+    first = report["runs"].get(f"{backends[0]}-{dtypes[0]}", {}).get("ratios", {})
+    report.update(first)  # the issue's keys at the top level: the first backend and dtype of this run
+    if cold if cold is not None else not quick:
+        for be in backends:
+            report[f"compile_{be}"] = cold_compile(be)
+            print(f"compile {be}: {report[f'compile_{be}']}", flush=True)
+        report["compile_cold_s"] = report[f"compile_{backends[0]}"]["compile_cold_s"]
+        report["compile_warm_s"] = report[f"compile_{backends[0]}"]["compile_warm_s"]
     if not quick:
         try:
             report["peers"] = peers(X, reps)
@@ -181,10 +227,10 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
             report["peers"] = {"error": f"{type(err).__name__}: {err}"[:300]}
         ours = report["runs"].get("numba-float32", {}).get("methods", {})
         for mine, theirs in (("kfra", "kfra"), ("kfac", "kfac"), ("adam", "grad")):
-            if f"backpack_{theirs}_s" in report["peers"] and "median_s" in ours.get(mine, {}):
+            if f"backpack_{theirs}_s" in report["peers"] and "step_s" in ours.get(mine, {}):
                 what = "gradient" if theirs == "grad" else f"{theirs}_factors"
                 report["peers"][f"{mine}_step_over_backpack_{what}"] = (
-                    ours[mine]["median_s"] / report["peers"][f"backpack_{theirs}_s"])
+                    ours[mine]["step_s"] / report["peers"][f"backpack_{theirs}_s"])
     print_table(report)
     if json_path:
         from pathlib import Path
@@ -199,8 +245,8 @@ def print_table(report: dict) -> None:
     print(f"{'backend-dtype':16} {'method':6} {'step ms':>9} {'compile s':>10} {'GFLOP/s':>8} {'of GEMM':>8}")
     for key, run in report["runs"].items():
         for m, r in run["methods"].items():
-            if "median_s" in r:
-                print(f"{key:16} {m:6} {1e3 * r['median_s']:9.1f} {r['compile_s']:10.1f} {r['gflops']:8.1f} "
+            if "step_s" in r:
+                print(f"{key:16} {m:6} {1e3 * r['step_s']:9.1f} {r['compile_s']:10.1f} {r['gflops']:8.1f} "
                       f"{100 * r['gemm_fraction']:7.0f}%")
             else:
                 print(f"{key:16} {m:6} {r['error'][:60]}")

@@ -87,7 +87,8 @@ def output_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
             S_L = S_L[:, 0, :]
         return [_gram(S) for S in backprop_sqrt(chain, S_L)], {}
     if method == "kfra":
-        return backprop_average(chain, loss.mean_hessian(h, y)), {}
+        diagonal = loss.mean_hessian_diagonal(h, y)  # a diagonal E[H_L] is propagated as a vector
+        return backprop_average(chain, loss.mean_hessian(h, y) if diagonal is None else diagonal), {}
     if method == "kfac":
         if rng is None:
             raise ValueError("kfac needs a shared rng (pt_kfgn.graph.losses.new_rng)")

@@ -51,13 +51,21 @@ def backprop_sqrt(chain: LayerChain, S_L):
 
 
 def backprop_average(chain: LayerChain, G_L):
-    """KFRA's batch-averaged ``Ḡ_λ`` (eq. 26), started from the batch mean ``E[H_L]``."""
+    """KFRA's batch-averaged ``Ḡ_λ`` (eq. 26), started from the batch mean ``E[H_L]``.
+
+    ``G_L`` may be a vector: the diagonal of a diagonal ``E[H_L]`` (BCE, squared error), so that the first
+    product is ``(W ⊙ g) Wᵀ`` rather than two dense products; the last state is then ``diag(g)``.
+    """
 
     def push(G, W, layer):
         d1, _ = transfer_derivatives(layer)
-        return pt.dot(pt.dot(W, G), W.T) * (pt.dot(d1.T, d1) / batch_size(d1))
+        WG = W * G[None, :] if G.ndim == 1 else pt.dot(W, G)
+        return pt.dot(WG, W.T) * (pt.dot(d1.T, d1) / batch_size(d1))
 
-    return _backward(chain, G_L, push)
+    states = _backward(chain, G_L, push)
+    if G_L.ndim == 1:
+        states[-1] = pt.diag(G_L)
+    return states
 
 
 def backprop_per_sample(chain: LayerChain, H_L, grads=None):

@@ -57,6 +57,10 @@ class Loss:
         """E[H_L^GN], the batch mean (d, d): KFRA's initialisation (eq. 26)."""
         return self.gn_hessian(h, y).mean(axis=0)
 
+    def mean_hessian_diagonal(self, h, y):
+        """The diagonal of E[H_L^GN] when it is diagonal (elementwise losses), else None."""
+        return None
+
     def sample_grad(self, h, rng):
         """ĝ = ∂(−log p(ŷ|h))/∂h for one ŷ ~ p(y|h) per datapoint, and the rng's next state."""
         raise NotImplementedError
@@ -103,6 +107,9 @@ class SquaredError(Loss):
     def mean_hessian(self, h, y):
         return pt.eye(h.shape[1], dtype=h.dtype)
 
+    def mean_hessian_diagonal(self, h, y):
+        return pt.ones((h.shape[1],), dtype=h.dtype)
+
     def sample_grad(self, h, rng):
         nxt, eps = rng.normal(size=h.shape, dtype=h.dtype)
         return eps, nxt
@@ -139,7 +146,10 @@ class BernoulliCE(Loss):
         return pt.sqr(self._s(h)) * u
 
     def mean_hessian(self, h, y):
-        return pt.diag(pt.sqr(self._s(h)).mean(axis=0))
+        return pt.diag(self.mean_hessian_diagonal(h, y))
+
+    def mean_hessian_diagonal(self, h, y):
+        return pt.sqr(self._s(h)).mean(axis=0)
 
     def sample_grad(self, h, rng):
         nxt, u = rng.uniform(size=h.shape, dtype=h.dtype)
