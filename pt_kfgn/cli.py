@@ -42,7 +42,8 @@ def cmd_train(args) -> int:
     print(f"{args.method} on {label}: net {net.sizes}, {len(X)} training points, batch {args.batch_size}",
           flush=True)
     t0 = time.perf_counter()  # compiled before the clock starts: the log's wall time counts training only
-    opt.compile(progress=lambda msg: print(msg, flush=True))
+    n = min(args.batch_size, len(X))
+    opt.compile(progress=lambda msg: print(msg, flush=True), example=(X[:n], Y[:n]))
     print(f"compiled the step functions in {time.perf_counter() - t0:.1f} s", flush=True)
     rows = train(opt, X, Y, args.steps, batch_size=args.batch_size, seed=args.seed, out_dir=out,
                  eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, resume=args.resume,

@@ -16,8 +16,9 @@ from pt_kfgn.backend import compile_function, floatx
 from pt_kfgn.curvature.factors import METHODS, check_memory, exact_blocks
 from pt_kfgn.curvature.factors import kronecker_factors as _factors
 from pt_kfgn.graph.chain import layer_chain
+from pt_kfgn.graph.custom_loss import CustomLoss
 from pt_kfgn.graph.layers import check_batch
-from pt_kfgn.graph.losses import CustomLoss, get_loss, new_rng
+from pt_kfgn.graph.losses import get_loss, new_rng
 
 
 def _compiled(net, loss, what: str, seed=None):
@@ -52,11 +53,26 @@ def _prepare(net, loss, X, Y, what=None):
     return loss, X, Y
 
 
-def kronecker_factors(net, loss, X, Y, method: str, seed: int = 0):
-    """Per-layer ``(Q, G)`` numpy pairs; ``method`` in {"kflr", "kfra", "kfac", "exact"}.
+def kronecker_factors(net, loss, X, Y, method: str, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Kronecker factors of each layer's Gauss-Newton block (eq. 21-26, App. C).
 
-    "exact" gives ``E[Q]`` and the exact ``E[𝒢]`` (what KFLR computes).  ``seed`` seeds KFAC's sampler
-    (each call with the same seed on a fresh net repeats the same draws; later calls draw new ones).
+    Parameters
+    ----------
+    net : MLP or GraphNet
+    loss : str or Loss
+    X, Y : array_like
+        A batch: inputs ``(N, d_0)`` and targets.
+    method : {"kflr", "kfra", "kfac", "exact"}
+        "exact" gives ``E[Q]`` and the exact ``E[𝒢]`` (what KFLR computes).
+    seed : int
+        KFAC's sampler seed (each call with the same seed on a fresh net repeats the same draws; later calls
+        draw new ones).
+
+    Returns
+    -------
+    list of (Q, G)
+        Per layer, input first: ``Q`` of size ``d_in + 1`` (bias last), ``G`` of size ``d_out``; both means
+        over the batch, so a one-datapoint block is ``kron(Q, G)``.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
@@ -65,13 +81,24 @@ def kronecker_factors(net, loss, X, Y, method: str, seed: int = 0):
     return list(zip(out[0::2], out[1::2]))
 
 
-def block_hessian(net, loss, X, Y):
-    """Exact per-layer Hessian blocks of the batch-mean loss w.r.t. ``vstack([W, b]).ravel()``."""
+def block_hessian(net, loss, X, Y) -> list[np.ndarray]:
+    """Exact per-layer Hessian blocks of the batch-mean loss (eq. 7-8), tiny nets only.
+
+    Parameters
+    ----------
+    net, loss, X, Y
+        As :func:`kronecker_factors`.
+
+    Returns
+    -------
+    list of ndarray
+        Per layer, the ``((d_in + 1) d_out)²`` block w.r.t. ``vstack([W, b]).ravel()``.
+    """
     loss, X, Y = _prepare(net, loss, X, Y, "hessian")
     return list(_compiled(net, loss, "hessian")(X, Y))
 
 
-def block_gauss_newton(net, loss, X, Y):
-    """Exact per-layer Gauss-Newton blocks (eq. 12-19), same order as :func:`block_hessian`."""
+def block_gauss_newton(net, loss, X, Y) -> list[np.ndarray]:
+    """Exact per-layer Gauss-Newton blocks (eq. 12-19), laid out as :func:`block_hessian`, tiny nets only."""
     loss, X, Y = _prepare(net, loss, X, Y, "gn")
     return list(_compiled(net, loss, "gn")(X, Y))

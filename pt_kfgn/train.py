@@ -91,8 +91,38 @@ def warn_subnormal(X, dtype: str) -> int:
 def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0, out_dir=None,
           eval_every: int = 50, checkpoint_every: int = 50, resume: bool = False, progress: bool = True,
           X_eval=None, Y_eval=None, time_limit: float | None = None) -> list[dict]:
-    """Run ``steps`` optimiser steps on mini-batches of (X, Y); returns the log rows.
+    """Run ``steps`` optimiser steps on shuffled mini-batches of ``(X, Y)``.
 
+    Parameters
+    ----------
+    optimizer : Optimizer
+        Any optimiser of :mod:`pt_kfgn.optim`.
+    X, Y : array_like
+        Training inputs and targets.
+    steps : int
+        Total steps (a resumed run continues up to ``steps``).
+    batch_size, seed : int
+        Mini-batch size (1000 in the paper) and the batch order's seed.
+    out_dir : path, optional
+        Where ``log.csv`` and ``checkpoint.npz`` go.
+    eval_every, checkpoint_every : int
+        Intervals of the training-loss evaluation and of the checkpoints.
+    resume : bool
+        Continue from ``out_dir``'s checkpoint, on the same trajectory as an uninterrupted run.
+    progress : bool
+        A tqdm progress bar (when tqdm is installed).
+    X_eval, Y_eval : array_like, optional
+        The evaluation set (default: the training set).
+    time_limit : float, optional
+        Stop cleanly after this many seconds of training.
+
+    Returns
+    -------
+    list of dict
+        The log rows of this call.
+
+    Notes
+    -----
     ``train_loss`` (the mean loss on ``X_eval``, default the whole training set) is logged every
     ``eval_every`` steps and at the end, with ``avg_train_loss``, the loss at the averaged parameters θ̄
     (eq. 44-45) for optimisers that keep them.  With ``out_dir``, the log goes to ``out_dir/log.csv``

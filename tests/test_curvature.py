@@ -163,7 +163,7 @@ def test_a_hand_written_loss_gives_the_builtin_curvature(builtin):
     """A user's CustomLoss equal to a built-in: KFLR, KFRA, exact block GN and block Hessian to 1e-10."""
     import pytensor.tensor as pt
 
-    from pt_kfgn.graph.losses import CustomLoss
+    from pt_kfgn.graph.custom_loss import CustomLoss
 
     forms = {"bce": lambda h, y: (pt.log1p(pt.exp(h)) - y * h).sum(axis=1),
              "mse": lambda h, y: 0.5 * ((h - y) ** 2).sum(axis=1)}

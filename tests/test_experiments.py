@@ -111,4 +111,5 @@ def test_curves_long_smoke(tmp_path):
 
     s = main(out=tmp_path, smoke=True)
     assert s["final"]["kfra"]["steps"] == 6 and s["final"]["adam"]["steps"] == 20
+    assert s["final"]["kfra_amortised"]["steps"] == 6 and s["amortised_at_kfra_updates"] is not None
     assert (tmp_path / "loss_vs_wall_time.png").exists() and (tmp_path / "summary.json").exists()

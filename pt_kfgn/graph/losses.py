@@ -59,7 +59,7 @@ class Loss:
 
     def mean_hessian_diagonal(self, h, y):
         """The diagonal of E[H_L^GN] when it is diagonal (elementwise losses), else None."""
-        return None
+        return
 
     def sample_grad(self, h, rng):
         """ĝ = ∂(−log p(ŷ|h))/∂h for one ŷ ~ p(y|h) per datapoint, and the rng's next state."""
@@ -292,68 +292,6 @@ class Mixture(Loss):
         if not np.all((Y == 0) | (Y == 1)):
             raise ValueError("mixture: targets must be 0 or 1")
         return Y
-
-
-class CustomLoss(Loss):
-    """A user's own per-datapoint loss ``E(h_n, y_n)``, its output curvature derived by PyTensor.
-
-    Parameters
-    ----------
-    per_sample : callable
-        ``(h, y) -> (N,)`` symbolic: the loss of each datapoint, a function of its own row of ``h`` only.
-    name : str
-        A name for messages and checkpoints.
-    sampler : callable, optional
-        ``(h, rng) -> (ĝ, next_rng)`` for KFAC (App. C): ĝ = ∂(−log p(ŷ|h))/∂h for ŷ ~ p(y|h).  Without it,
-        KFAC raises a clear error; KFLR, KFRA and the exact blocks need none.
-
-    ``H_L[n] = ∂²E_n/∂h_n²`` is one vectorised Jacobian of the batch gradient (datapoints are independent,
-    so row n of ``∂(Σ_n E_n)/∂h`` depends on ``h_n`` alone).  The square root ``C_L`` comes from a batched
-    eigendecomposition with negative eigenvalues clipped to 0 [ours]: for a loss convex in ``h`` this is
-    exact; otherwise the Gauss-Newton uses the PSD part of ``H_L``.
-    """
-
-    def __init__(self, per_sample, name: str = "custom", sampler=None):
-        if not callable(per_sample):
-            raise TypeError("per_sample must be a callable (h, y) -> per-datapoint losses")
-        self._per_sample, self.name, self._sampler = per_sample, name, sampler
-
-    def per_sample(self, h, y):
-        E = self._per_sample(h, y)
-        if E.ndim != 1:
-            raise ValueError(f"{self.name}: per_sample must return one loss per datapoint (a vector), "
-                             f"got {E.ndim} dimensions")
-        return E
-
-    def hessian(self, h, y):
-        from pytensor.gradient import jacobian
-
-        g = pt.grad(self.per_sample(h, y).sum(), h)  # (N, d); row n depends on h[n] only
-        return jacobian(g.sum(axis=0), h, vectorize=True).transpose(1, 0, 2)  # (N, d, d)
-
-    def sqrt_hessian(self, h, y):
-        lam, V = pt.linalg.eigh(self.hessian(h, y))
-        return pt.sqrt(pt.maximum(lam, 0))[:, :, None] * V.transpose(0, 2, 1)  # S = diag(√λ₊) Vᵀ
-
-    def hessian_vector(self, h, y, u):
-        return (self.gn_hessian(h, y) * u[:, None, :]).sum(axis=2)
-
-    def sample_grad(self, h, rng):
-        if self._sampler is None:
-            raise ValueError(f"{self.name}: KFAC samples targets from the model and needs a sampler "
-                             "(CustomLoss(..., sampler=...)); KFLR and KFRA need none")
-        return self._sampler(h, rng)
-
-    def check_targets(self, Y, n, d):
-        Y = np.asarray(Y, dtype=float)
-        if Y.ndim != 2 or len(Y) != n:
-            raise ValueError(f"{self.name}: targets must be a matrix with one row per datapoint ({n})")
-        if not np.all(np.isfinite(Y)):
-            raise ValueError(f"{self.name}: targets contain NaN or inf")
-        return Y
-
-    def __repr__(self) -> str:
-        return f"CustomLoss({self.name!r})"
 
 
 def get_loss(loss) -> Loss:

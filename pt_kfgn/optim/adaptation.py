@@ -65,6 +65,25 @@ def validate_positive(**kwargs) -> None:
             raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
+def validate_int(low: int, **kwargs) -> tuple:
+    """Integers ``>= low`` (not bools), returned in order; a clear ValueError otherwise."""
+    out = []
+    for name, value in kwargs.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        out.append(int(value))
+    return tuple(out)
+
+
+def validate_interval(bounds: tuple[float, float], closed_low: bool, **kwargs) -> None:
+    """Numbers in ``[low, high)`` (``closed_low``) or ``(low, high)``; a clear ValueError otherwise."""
+    low, high = bounds
+    for name, value in kwargs.items():
+        ok = isinstance(value, int | float) and (low <= value if closed_low else low < value) and value < high
+        if not ok:
+            raise ValueError(f"{name} must lie in {'[' if closed_low else '('}{low}, {high}), got {value!r}")
+
+
 # [ours] Bounds on the two dampings: λ and γ are clipped into these ranges after every rule, so that a long
 # run of rejections (or of ρ > ¾) cannot drive them to overflow or to zero.  A run that keeps failing at the
 # upper bound stops with a clear error (KFGN's ``max_rejections``) instead of stalling.

@@ -73,14 +73,24 @@ class Optimizer:
         Y[:, 0] = 1.0
         return X, Y
 
-    def compile(self, warm: bool = True, progress=None):
-        """Compile (and with ``warm``, JIT by one step on :meth:`dummy_batch`) now rather than at the first
-        step; every piece of state is restored afterwards.  ``progress``: a callable taking a message."""
+    def compile(self, warm: bool = True, progress=None, example=None):
+        """Compile (and with ``warm``, JIT by one step) now rather than at the first step; every piece of state
+        is restored afterwards.
+
+        Parameters
+        ----------
+        warm : bool
+            Run one step: Numba compiles at the first call, and JAX for each new batch shape.
+        progress : callable, optional
+            Receives a message before each compilation.
+        example : (X, Y), optional
+            A batch of the size training will use (JAX specialises on it); default :meth:`dummy_batch`.
+        """
         if progress is not None:
             progress(f"compiling {self.name}")
         if warm:
             state = self.state_dict()
-            self.step(*self.dummy_batch())
+            self.step(*(self.check(*example) if example is not None else self.dummy_batch()))
             self.load_state_dict(state)
         return self
 
@@ -101,6 +111,15 @@ class Optimizer:
         finally:
             for p, v in zip(self.params, current):
                 p.set_value(v)
+
+    def _contiguous_state(self) -> None:
+        """Store every state array C-contiguous again.  A compiled update can return a strided view (e.g. the
+        bias row of a layer matrix); Numba specialises a function on its arguments' memory layout, so a layout
+        that flips between steps would recompile the whole step (tens of seconds) mid-run."""
+        for v in self.state_variables():
+            value = v.get_value(borrow=True)
+            if isinstance(value, np.ndarray) and not value.flags.c_contiguous:
+                v.set_value(np.ascontiguousarray(value), borrow=True)
 
     # -- state -------------------------------------------------------------------------------------
     def state_variables(self) -> list:

@@ -133,6 +133,7 @@ class FirstOrder(Optimizer):
         self.t += 1
         self.lr.set_value(np.asarray(halving_schedule(self.lr0, self.t, self.decay_period), self.net.dtype))
         loss, ok = self._fn(X, Y)
+        self._contiguous_state()
         if not ok:
             self.rejected += 1
         return {"loss": float(loss), "lr": float(self.lr.get_value()), "accepted": bool(ok),

@@ -32,7 +32,7 @@ from pt_kfgn.backend import compile_function, floatx
 from pt_kfgn.curvature.factors import METHODS, check_memory
 from pt_kfgn.graph.losses import new_rng
 from pt_kfgn.optim import adaptation as rules
-from pt_kfgn.optim import stages
+from pt_kfgn.optim import schedule, stages
 from pt_kfgn.optim.base import Optimizer, regularised_objective
 
 KFGN_METHODS = ("kflr", "kfra", "kfac", "blockdiag-exact")
@@ -41,12 +41,6 @@ assert set(KFGN_METHODS) - {"blockdiag-exact"} <= set(METHODS)
 
 class StalledError(RuntimeError):
     """Too many consecutive steps were rejected; the message names the last cause."""
-
-
-def _positive_int(name, v):
-    if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    return int(v)
 
 
 class KFGN(Optimizer):
@@ -106,12 +100,10 @@ class KFGN(Optimizer):
                  seed: int = 0, backend: str | None = None):
         if method not in KFGN_METHODS:
             raise ValueError(f"method={method!r} is not one of {list(KFGN_METHODS)}")
-        T1, T2 = _positive_int("T1", T1), _positive_int("T2", T2)
-        curvature_every = _positive_int("curvature_every", curvature_every)
-        inverse_every = _positive_int("inverse_every", inverse_every)
-        max_rejections = _positive_int("max_rejections", max_rejections)
-        if not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        T1, T2, curvature_every, inverse_every, max_rejections = rules.validate_int(
+            1, T1=T1, T2=T2, curvature_every=curvature_every, inverse_every=inverse_every,
+            max_rejections=max_rejections)
+        (retries,) = rules.validate_int(0, retries=retries)
         if inverse_every > curvature_every:
             raise ValueError("inverse_every must not exceed curvature_every (new factors need new inverses)")
         if method == "blockdiag-exact" and (curvature_every > 1 or ema > 0):
@@ -124,12 +116,8 @@ class KFGN(Optimizer):
         omega1 = (19 / 20) ** T1 if omega1 is None else omega1
         omega2 = (19 / 20) ** (T2 / 2) if omega2 is None else omega2
         rules.validate_positive(lam=lam, gamma=gamma, alpha_max=alpha_max)
-        for name, v in (("omega1", omega1), ("omega2", omega2)):
-            if not 0 < v < 1:
-                raise ValueError(f"{name} must lie in (0, 1), got {v!r}")
-        for name, v in (("zeta", zeta), ("ema", ema)):
-            if not 0 <= v < 1:
-                raise ValueError(f"{name} must lie in [0, 1), got {v!r}")
+        rules.validate_interval((0, 1), closed_low=False, omega1=omega1, omega2=omega2)
+        rules.validate_interval((0, 1), closed_low=True, zeta=zeta, ema=ema)
         super().__init__(net, loss, backend)
         self.name = f"kfgn-{method}"
         self.method, self.eta, self.T1, self.T2 = method, float(eta), T1, T2
@@ -151,11 +139,11 @@ class KFGN(Optimizer):
         layer_shapes = [((W.get_value().shape[0] + 1,) * 2, (W.get_value().shape[1],) * 2)
                         for W in self.params[::2]]
         cache = ema > 0 or curvature_every > 1
-        self._factor_state = [pytensor.shared(np.zeros(s, fx), name=f"factor_{k}")
-                              for k, s in enumerate(s for pair in layer_shapes for s in pair)] if cache else []
-        self._inverse_state = [pytensor.shared(np.zeros(s, fx), name=f"chol_{k}")
-                               for k, s in enumerate(s for pair in layer_shapes for s in pair)] \
-            if inverse_every > 1 else []
+        shapes = [s for pair in layer_shapes for s in pair]  # static shapes: JAX needs them (arange)
+        self._factor_state = [pytensor.shared(np.zeros(s, fx), name=f"factor_{k}", shape=s)
+                              for k, s in enumerate(shapes)] if cache else []
+        self._inverse_state = [pytensor.shared(np.zeros(s, fx), name=f"chol_{k}", shape=s)
+                               for k, s in enumerate(shapes)] if inverse_every > 1 else []
         self._refreshes = 0  # accepted steps that computed fresh factors (the EMA's step count)
         self._inverse_gamma = math.nan  # γ the cached Cholesky factors hold (NaN: no cache yet)
         self.consecutive_rejections = 0
@@ -239,60 +227,27 @@ class KFGN(Optimizer):
                 self._fns[kind] = self._build(kind)
         return self._fns[kind]
 
-    def _kinds(self) -> list[tuple]:
-        """Every step kind this configuration can use (what :meth:`compile` compiles)."""
-        trial_always, ce = self.trial_every == 1, self.curvature_every
-        kinds = {(True, True, 1, trial_always), (True, True, 1, True)}
-        if self.gamma_search:
-            kinds.add((self.T2 % ce == 0, True, 3, True))
-        if ce > 1:
-            kinds |= {(False, True, 1, trial_always), (False, True, 1, True)}
-        if self.inverse_every > 1:
-            kinds |= {(False, False, 1, trial_always), (False, False, 1, True)}
-        return sorted(kinds, reverse=True)
+    def compile(self, warm: bool = True, progress=None, example=None):
+        """Compile every step kind now (otherwise each on first use); see :meth:`Optimizer.compile`.
 
-    def compile(self, warm: bool = True, progress=None):
-        """Compile every step kind now (otherwise each on first use).
-
-        ``warm``: also run each once on a dummy two-point batch — the Numba backend JIT-compiles at the
-        first call — and restore every shared variable (parameters, damping, caches, RNG) afterwards.
-        ``progress``: a callable receiving a message before each kind is compiled.
+        With ``warm``, each kind runs once on ``example`` (default a dummy two-point batch) and every shared
+        variable (parameters, damping, caches, RNG) is restored afterwards.
         """
         state = self.state_dict() if warm else None
-        X, Y = self.dummy_batch()
-        kinds = self._kinds()
+        X, Y = self.check(*example) if example is not None else self.dummy_batch()
+        kinds = schedule.all_kinds(self)
         for i, kind in enumerate(kinds):
             if progress is not None:
-                progress(f"compiling step kind {i + 1}/{len(kinds)} {self._describe(kind)}")
+                progress(f"compiling step kind {i + 1}/{len(kinds)} {schedule.describe(kind)}")
             fn = self._fn(kind)
             if warm:
                 fn(X, Y, 0.0, 0.0)
+                self._contiguous_state()
         if warm:
             self.load_state_dict(state)
         return self
 
-    @staticmethod
-    def _describe(kind) -> str:
-        refresh_f, refresh_i, n_gamma, trial = kind
-        parts = ["factors" if refresh_f else "cached factors",
-                 "inverses" if refresh_i or n_gamma > 1 else "cached inverses"]
-        parts += ["γ search"] if n_gamma > 1 else []
-        parts += ["trial loss"] if trial else []
-        return "(" + ", ".join(parts) + ")"
-
     # -- one iteration ---------------------------------------------------------------------------
-    def _next_kind(self) -> tuple:
-        """The kind of step ``t``: fresh factors every ``curvature_every``-th step (and while none are cached),
-        fresh inverses every ``inverse_every``-th step and whenever γ or the factors changed, the trial loss
-        every ``T₁``-th step, the γ search every ``T₂``-th."""
-        t = self.t
-        refresh_f = self.curvature_every == 1 or t % self.curvature_every == 0 or self._refreshes == 0
-        if self.gamma_search and t % self.T2 == 0:
-            return (refresh_f, True, 3, True)
-        refresh_i = (self.inverse_every == 1 or refresh_f or t % self.inverse_every == 0
-                     or float(self.gamma.get_value()) != self._inverse_gamma)
-        return (refresh_f, refresh_i, 1, self.trial_every == 1 or t % self.T1 == 0)
-
     def step(self, X, Y) -> dict:
         """One KFGN iteration on the batch (with up to ``retries`` retries); returns its statistics."""
         X, Y = self.check(X, Y)
@@ -302,9 +257,10 @@ class KFGN(Optimizer):
         zeta_t = rules.averaging_weight(self.t, self.zeta)
         rolled_back = False
         for attempt in range(self.retries + 1):
-            kind = self._next_kind()
+            kind = schedule.next_kind(self)
             k = rules.ema_weight(self._refreshes + 1, self.ema)
             out = self._fn(kind)(X, Y, k, zeta_t)
+            self._contiguous_state()
             Ebar, f0, f_new, alpha, dM, rho, status, _gamma = out[:8]
             rolled_back = rolled_back or (len(out) > 8 and bool(out[8]))
             status = int(status)

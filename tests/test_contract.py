@@ -1,0 +1,106 @@
+"""The optimiser contract, checked for every optimiser alike (as optax's shared tests do).
+
+Each optimiser, on a tiny autoencoder: the loss decreases, its state stays finite, a NaN batch is refused
+without touching anything, a resumed run is bit-identical, and nothing is compiled after ``compile()``.
+"""
+
+import numpy as np
+import pytensor
+import pytest
+
+import pt_kfgn as pk
+
+ALL = ["kflr", "kfra", "kfac", "hf", "sgd", "momentum", "nesterov", "adam"]
+LR = {"sgd": 0.5, "momentum": 0.1, "nesterov": 0.1, "adam": 0.01}
+
+
+def _problem(method):
+    r = np.random.default_rng(0)
+    Z = r.standard_normal((64, 3))
+    X = 1 / (1 + np.exp(-(Z @ r.standard_normal((3, 8)) * 2)))
+    net = pk.mlp([8, 4, 8], ["tanh", "identity"], seed=1)
+    opt = pk.make_optimizer(method, net, "bce", lr=LR.get(method), **({"max_iters": 20} if method == "hf" else {}))
+    return net, opt, X
+
+
+def _state_arrays(opt):
+    out = []
+    for v in opt.state_variables():
+        value = v.get_value()
+        if isinstance(value, np.ndarray):
+            out.append(value)
+    return out
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_loss_decreases_and_state_stays_finite(method):
+    _net, opt, X = _problem(method)
+    start = opt.evaluate(X, X)
+    for _ in range(12):
+        opt.step(X, X)
+    assert opt.evaluate(X, X) < start
+    assert all(np.all(np.isfinite(a)) for a in _state_arrays(opt))
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_a_nan_batch_is_refused_without_touching_the_state(method):
+    _net, opt, X = _problem(method)
+    opt.step(X, X)
+    before = [a.copy() for a in _state_arrays(opt)]
+    t = opt.t
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        opt.step(bad, X)
+    assert opt.t == t
+    assert all(np.array_equal(a, b) for a, b in zip(_state_arrays(opt), before))
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_resume_from_a_state_dict_is_bit_identical(method):
+    def run(steps, state=None):
+        net, opt, X = _problem(method)
+        if state is not None:
+            opt.load_state_dict(state)
+        for _ in range(steps):
+            opt.step(X[(opt.t * 16) % 64:][:16], X[(opt.t * 16) % 64:][:16])
+        return net, opt
+
+    full, _ = run(6)
+    _, half = run(3)
+    resumed, _ = run(3, half.state_dict())
+    for p, q in zip(full.flat_params, resumed.flat_params):
+        assert np.array_equal(p.get_value(), q.get_value())
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_nothing_is_compiled_after_compile(method, monkeypatch):
+    _net, opt, X = _problem(method)
+    opt.compile()
+    calls = []
+    real = pytensor.function
+    monkeypatch.setattr(pytensor, "function", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for _ in range(21):  # past T₁ = 5 and T₂ = 20: every KFGN step kind has run
+        opt.step(X, X)
+    assert calls == []
+
+
+def test_the_readme_usage_section_runs_as_written(data_env):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Using it"):]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README is ours
+    assert namespace["stats"]["accepted"] and len(namespace["factors"]) == 3
+
+
+@pytest.mark.parametrize("method", ["kfra", "adam"])
+def test_state_arrays_stay_c_contiguous(method):
+    """Numba specialises on memory layout: a state array that turns strided would recompile the step."""
+    _net, opt, X = _problem(method)
+    for _ in range(6):
+        opt.step(X, X)
+        assert all(a.flags.c_contiguous for a in _state_arrays(opt))
