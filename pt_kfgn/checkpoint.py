@@ -26,6 +26,8 @@ class CheckpointError(ValueError):
 
 
 def _encode(obj, arrays: dict):
+    if not isinstance(obj, np.ndarray | np.generic) and hasattr(obj, "__array__") and hasattr(obj, "shape"):
+        obj = np.asarray(obj)  # a backend's own array type (e.g. JAX's), as numpy
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
             raise TypeError("object arrays cannot be checkpointed")

@@ -55,3 +55,19 @@ def test_kflr_with_the_mixture_loss_compiles_on_every_backend(backend):
         p.set_value(v)
     ref_step = KFGN(net, "mixture", "kflr", backend="fast", T1=1).step(X, Y)
     assert s["alpha"] == pytest.approx(ref_step["alpha"], rel=1e-9) and len(ref) == 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_checkpoint_of_every_backend_round_trips(tmp_path, backend):
+    """The backends keep state in their own array types (JAX: jax.Array): checkpoints store them as numpy."""
+    from pt_kfgn import checkpoint
+
+    net = pt_kfgn.mlp([5, 4, 3], ["tanh", "identity"], seed=1)
+    X, Y = make_batch("bce", 16, 5, 3)
+    opt = KFGN(net, "bce", "kfac", backend=backend)
+    opt.step(X, Y)
+    checkpoint.save(tmp_path / "c.npz", opt.state_dict())
+    other = KFGN(pt_kfgn.mlp([5, 4, 3], ["tanh", "identity"], seed=2), "bce", "kfac", backend=backend)
+    other.load_state_dict(checkpoint.load(tmp_path / "c.npz"))
+    for p, q in zip(net.flat_params, other.net.flat_params):
+        np.testing.assert_array_equal(np.asarray(p.get_value()), np.asarray(q.get_value()))

@@ -118,10 +118,16 @@ def test_lambda_follows_eq_42_on_a_scripted_rho_sequence():
     np.testing.assert_allclose(expected, want, rtol=1e-14)
 
 
-def test_choose_gamma_is_the_argmin_and_ignores_nan():
-    assert rules.choose_gamma([1, 2, 3], [-1.0, -3.0, -2.0]) == 1
-    assert rules.choose_gamma([1, 2, 3], [float("nan"), -1.0, -2.0]) == 2
-    assert rules.choose_gamma([1, 2, 3], [float("nan")] * 3) == 1
+def test_choose_damping_is_the_argmin_and_ignores_nan():
+    """The symbolic γ choice of the step (eq. 43), compiled on scalar model values."""
+    from pt_kfgn.optim.stages import QuadraticModel, choose_damping
+
+    ms = pt.vector("m")
+    cands = [([pt.constant(float(i))], QuadraticModel(ms[i], ms[i], ms[i], ms[i], ms[i])) for i in range(3)]
+    _, _, gamma, best = choose_damping(cands, [pt.constant(g) for g in (0.5, 1.0, 2.0)])
+    f = compile_function([ms], [gamma, best])
+    assert [float(v) for v in f([-1.0, -3.0, -2.0])] == [1.0, 1]
+    assert [float(v) for v in f([np.nan, -1.0, -2.0])] == [2.0, 2]
     assert rules.averaging_weight(1, 0.99) == 0 and rules.averaging_weight(1000, 0.99) == 0.99
 
 

@@ -1,4 +1,4 @@
-"""CURVES (regenerated): recipe CURVES-v0 of ``shared/data/RECIPES.md`` [ours], vectorised.
+"""CURVES (regenerated): recipe CURVES-v0 [ours, as restated below], vectorised.
 
 Per image: three points ``P ~ U([m, 27 − m]²)`` (pixel coordinates, x = column, y = row, m = 2); the
 quadratic through them with chord-length nodes (0, t₁, 1), sampled at 200 values of s; ink

@@ -1,4 +1,5 @@
-"""FACES (regenerated): recipe FACES-v0 of ``shared/data/RECIPES.md`` [ours for the unspecified details].
+"""FACES (regenerated): recipe FACES-v0 [ours for the details the paper leaves open],
+as restated below.
 
 From the 400 Olivetti faces (64×64, person k // 10): for each image, 414 random (rotation θ ~ U(−90°, 90°),
 scale s ~ U(1.4, 1.8)) pairs — angles drawn first, then scales — give 25×25 windows of side 64/s source

@@ -133,7 +133,7 @@ class BernoulliCE(Loss):
 
     @staticmethod
     def _s(h):
-        """√(σ(1 − σ)) = 1 / (e^{h/2} + e^{−h/2}), stable (notes.md, pitfall 6)."""
+        """√(σ(1 − σ)) = 1 / (e^{h/2} + e^{−h/2}), stable at any logit."""
         return 1.0 / (2.0 * pt.cosh(0.5 * h))
 
     def sqrt_hessian(self, h, y):

@@ -1,4 +1,4 @@
-"""Pure scalar rules of Appendix B: step size, reduction ratio, LM λ, greedy γ, averaging weights.
+"""Scalar rules of Appendix B: step size, model change, reduction ratio, LM λ, averaging weights, bounds.
 
 They take and return plain numbers (the symbolic step uses the same arithmetic on PyTensor scalars).
 """
@@ -6,7 +6,6 @@ They take and return plain numbers (the symbolic step uses the same arithmetic o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 
 def step_size(grad_dot_delta, curvature):
@@ -20,12 +19,11 @@ def model_change(alpha, grad_dot_delta, curvature):
 
 
 def reduction_ratio(f_new, f_old, predicted):
-    """``ρ = (f(θ + α*δ) − f(θ)) / (M̂(α*δ) − M̂(0))`` (eq. 42); NaN when undefined."""
+    """``ρ = (f(θ + α*δ) − f(θ)) / (M̂(α*δ) − M̂(0))`` (eq. 42); NaN when undefined (numbers or symbols)."""
     try:
-        rho = (f_new - f_old) / predicted
+        return (f_new - f_old) / predicted
     except ZeroDivisionError:
         return math.nan
-    return rho
 
 
 def update_lambda(lam: float, rho: float, omega1: float, low: float = 0.25, high: float = 0.75) -> float:
@@ -35,15 +33,6 @@ def update_lambda(lam: float, rho: float, omega1: float, low: float = 0.25, high
     if rho > high:
         return lam * omega1
     return lam
-
-
-def choose_gamma(gammas: Sequence[float], model_values: Sequence[float]) -> int:
-    """Index of the γ with the lowest ``M̂(α*δ_γ)`` (eq. 43); non-finite values never win."""
-    best, best_val = 1 if len(gammas) == 3 else 0, math.inf
-    for i, v in enumerate(model_values):
-        if math.isfinite(v) and v < best_val:
-            best, best_val = i, v
-    return best
 
 
 def averaging_weight(t: int, zeta: float) -> float:

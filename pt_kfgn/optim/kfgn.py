@@ -58,7 +58,7 @@ class KFGN(Optimizer):
         Weight decay η, 1e-5 [M&G 2015], on weights and biases alike [ours: the paper does not single out
         biases].
     lam : float
-        Initial λ on the full GN, 1.5 [ours, measured: experiments/sensitivity.py; M&G 2015 used 150, which
+        Initial λ on the full GN, 1.5 [ours, measured by the project's sensitivity experiment (README); M&G 2015 used 150, which
         over-damps the first ~50 steps here (ρ ≈ 2); the paper's value was not recovered].
     gamma : float, optional
         Initial γ on the approximation; default ``√(λ₀ + η)`` [ours: a convention in the spirit of M&G,
@@ -216,7 +216,7 @@ class KFGN(Optimizer):
             for s, m in zip(self._inverse_state, chol):
                 updates[s] = pt.switch(ok, m, s)
         updates[self.gamma] = pt.switch(ok, new_gamma, self.gamma)
-        rho = (f_new - f0) / model.model_change if trial else pt.constant(np.nan, dtype=fx)
+        rho = rules.reduction_ratio(f_new, f0, model.model_change) if trial else pt.constant(np.nan, dtype=fx)
         outs = [Ebar, f0, f_new if trial else pt.constant(np.nan, dtype=fx), model.alpha, model.model_change,
                 rho, status, new_gamma] + ([rollback] if rollback is not None else [])
         return compile_function([X, y, k_ema, zeta_t], outs, updates=updates, backend=self.backend)

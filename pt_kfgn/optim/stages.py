@@ -1,7 +1,7 @@
 """The named symbolic stages of one KFGN step (Appendix B), each a plain function of PyTensor variables.
 
 :class:`pt_kfgn.optim.kfgn.KFGN` composes them into one compiled function per step kind; the profiler
-(``experiments/profile_step.py``), the diagnostics and the tests call the same functions.
+(the repository's stage profile), the diagnostics and the tests call the same functions.
 
 1. :func:`pt_kfgn.optim.base.regularised_objective` — ``Ē`` and ``f = Ē + ½η‖θ‖²``;
 2. :func:`curvature` — the Kronecker factors ``(Q, G)`` per layer (KFLR, KFRA, KFAC, or exact blocks);
