@@ -18,8 +18,12 @@ PAPER_WIDTHS = (1000, 500, 250, 30)
 
 def run(method: str, X, Y, loss: str, *, out: Path, steps: int, widths=PAPER_WIDTHS, hidden="tanh",
         autoencoder=True, seed=0, batch_size=1000, dtype="float32", backend=None, eval_every=25, lr=None,
-        decay_period=None, time_limit=None, X_eval=None, Y_eval=None, **opt_kwargs) -> dict:
-    """Train one configuration; the log goes to ``out/log.csv``; returns a summary dict."""
+        decay_period=None, time_limit=None, X_eval=None, Y_eval=None, resume=False, checkpoint_every=None,
+        **opt_kwargs) -> dict:
+    """Train one configuration; the log goes to ``out/log.csv``; returns a summary dict.
+
+    With ``resume``, a run continues from ``out``'s checkpoint up to ``steps`` (or is only summarised when
+    it is already there); the summary is then read from the whole log."""
     net = build_net(X.shape[1], Y.shape[1], widths, hidden, seed, dtype, autoencoder)
     opt = make_optimizer(method, net, loss, seed=seed, backend=backend, lr=lr, decay_period=decay_period,
                          **opt_kwargs)
@@ -28,10 +32,12 @@ def run(method: str, X, Y, loss: str, *, out: Path, steps: int, widths=PAPER_WID
     opt.compile(example=(X[:n], Y[:n]))
     compile_seconds = time.perf_counter() - t0
     rows = train(opt, X, Y, steps, batch_size=batch_size, seed=seed, out_dir=out, eval_every=eval_every,
-                 checkpoint_every=max(eval_every, 50), progress=False, time_limit=time_limit,
-                 X_eval=X_eval, Y_eval=Y_eval)
+                 checkpoint_every=checkpoint_every or max(eval_every, 50), progress=False, time_limit=time_limit,
+                 X_eval=X_eval, Y_eval=Y_eval, resume=resume)
+    if resume:
+        rows = [{k: ("" if v is None else v) for k, v in r.items()} for r in read_log(out / "log.csv")]
     final = [r for r in rows if r["train_loss"] != ""]
-    summary = {"method": method, "lr": lr, "decay_period": decay_period, "steps": len(rows),
+    summary = {"method": method, "lr": lr, "decay_period": decay_period, "steps": int(rows[-1]["step"]) if rows else 0,
                "final_train_loss": final[-1]["train_loss"] if final else None,
                "final_avg_train_loss": (final[-1]["avg_train_loss"] or None) if final else None,
                "diverged": bool(final and not np.isfinite(final[-1]["train_loss"])),

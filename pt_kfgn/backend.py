@@ -41,7 +41,13 @@ def floatx(dtype: str):
 
 def compile_function(inputs, outputs, updates=None, backend: str | None = None, **kwargs):
     """``pytensor.function`` in the chosen backend's mode."""
-    mode = BACKENDS[check_backend(backend)]
+    name = check_backend(backend)
+    mode = BACKENDS[name]
+    if name == "numba":  # float32 tanh as a vectorisable rational function (pt_kfgn.fast_math) [ours]
+        from pt_kfgn import fast_math
+
+        fast_math.register_numba()
+        mode = pytensor.compile.get_mode(mode).including(fast_math.TAG)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
         return pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore",

@@ -6,8 +6,11 @@ from pathlib import Path
 
 
 def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = "training loss",
-              note: str = "") -> Path | None:
+              note: str = "", bands: dict | None = None) -> Path | None:
     """One line per run: ``logs`` maps a label to log rows (dicts with x and ``train_loss``/``batch_loss``).
+
+    ``bands`` maps a label to a list of logs drawn as one shaded band, their pointwise min to max (e.g. the
+    top-k configurations of a grid).
 
     Returns the PNG path, or None when matplotlib is not installed.
     """
@@ -20,6 +23,16 @@ def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = 
         print("matplotlib is not installed: no plot (pip install 'pt_kfgn[plot]')")
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
+    for label, group in (bands or {}).items():
+        by_x = {}
+        for rows in group:
+            for r in rows:
+                if r.get("train_loss") not in (None, ""):
+                    by_x.setdefault(r[x], []).append(r["train_loss"])
+        pts = sorted((k, min(v), max(v)) for k, v in by_x.items() if len(v) == len(group))
+        if pts:
+            xs, lo, hi = zip(*pts)
+            ax.fill_between(xs, lo, hi, alpha=0.15, color="0.4", lw=0, label=label)
     for label, rows in logs.items():
         pts = [(r[x], r["train_loss"]) for r in rows if r.get("train_loss") not in (None, "")]
         batch = [(r[x], r["batch_loss"]) for r in rows if r.get("batch_loss") not in (None, "")]

@@ -15,20 +15,13 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-
-def _tanh(h):
-    """``tanh(h)`` written as ``2σ(2h) − 1`` (the same function) [ours, speed]: PyTensor's Numba backend
-    evaluates ``tanh`` with scalar libm calls, 3× slower than its ``sigmoid`` (measured: 20 vs 6.7 ms per
-    10⁶ float32, value and gradient alike), and the transfer function is a large share of a step.
-    A user graph with ``pt.tanh`` is walked just the same."""
-    return 2.0 * pt.sigmoid(2.0 * h) - 1.0
-
-
+# tanh is pt.tanh: the Numba backend evaluates float32 tanh as a vectorised rational function
+# (pt_kfgn.fast_math), 2.6 ms per 10⁶ values against 4.1 ms for sigmoid and 15 ms for the C library's tanh.
 TRANSFER_FUNCTIONS = {
     "identity": lambda h: h,
     "linear": lambda h: h,
     "sigmoid": pt.sigmoid,
-    "tanh": _tanh,
+    "tanh": pt.tanh,
     "relu": lambda h: pt.maximum(h, 0.0),
     "leaky_relu": lambda h: pt.switch(h > 0, h, 0.01 * h),
     "softplus": pt.softplus,
