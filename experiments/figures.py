@@ -89,7 +89,7 @@ def _backend(cfg: dict, method: str) -> str:
 
 def measure_steps(problem: str, cfg: dict, out: Path, reps: int = 20) -> dict:
     """Clean step times on the problem's first batch (call on a quiet machine)."""
-    X, Y, loss, label = _data(problem, cfg)
+    X, Y, loss, _ = _data(problem, cfg)
     n = min(cfg["batch_size"], len(X))
     Xb, Yb = X[:n], Y[:n]
     res = {"date": str(date.today()), "machine": f"{platform.machine()}, 2-core CPU", "batch": n, "methods": {}}
@@ -188,7 +188,7 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
     steps_json = json.loads((d / "step_seconds.json").read_text())
     step_s = {m: v["step_seconds"] for m, v in steps_json["methods"].items()}
     total = cfg["steps"] * cfg["adam_factor"]
-    entry = lambda curve, m, s: {  # noqa: E731
+    entry = lambda curve, m, s: {
         "updates": int(curve[-1]["step"]), "step_seconds": s, "wall_seconds": curve[-1]["wall_time"],
         "train_seconds": read_log(d / m / "log.csv")[-1]["wall_time"] if (d / m / "log.csv").exists() else None,
         "final_train_loss": curve[-1]["train_loss"], "final_avg_train_loss": curve[-1]["avg_train_loss"],
