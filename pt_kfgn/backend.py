@@ -39,10 +39,33 @@ def floatx(dtype: str):
     return pytensor.config.change_flags(floatX=dtype)
 
 
-def compile_function(inputs, outputs, updates=None, backend: str | None = None, **kwargs):
-    """``pytensor.function`` in the chosen backend's mode."""
+def check_devices(devices, backend: str):
+    """Validate ``devices`` (None: one device) for a backend: several devices need ``backend="jax"``.
+
+    Returns the device mesh (:func:`pt_kfgn.sharding.device_mesh`) or None."""
+    if devices is None:
+        return None
+    if backend != "jax":
+        raise ValueError(f"devices={devices!r} needs backend='jax' (got backend={backend!r})")
+    from pt_kfgn.sharding import device_mesh
+
+    return device_mesh(devices)
+
+
+def compile_function(inputs, outputs, updates=None, backend: str | None = None, mesh=None, batch_inputs: int = 2,
+                     **kwargs):
+    """``pytensor.function`` in the chosen backend's mode.
+
+    With a device ``mesh`` (:func:`check_devices`; JAX only), the first ``batch_inputs`` inputs — the
+    mini-batch ``X``, ``Y`` (and KFAC's noise) — are split over the devices and everything else is replicated
+    (:mod:`pt_kfgn.sharding`).
+    """
     name = check_backend(backend)
     mode = BACKENDS[name]
+    if mesh is not None:
+        from pt_kfgn.sharding import sharded_mode
+
+        mode = sharded_mode(mesh, n_batch_inputs=batch_inputs)
     if name == "numba":  # float32 tanh as a vectorisable rational function (pt_kfgn.fast_math) [ours]
         from pt_kfgn import fast_math
 

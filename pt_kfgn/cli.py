@@ -23,13 +23,18 @@ def cmd_train(args) -> int:
     # every argument is checked before any data is loaded or anything is compiled
     check_schedule(steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
                    checkpoint_every=args.checkpoint_every)
+    if args.devices is not None:
+        if args.backend != "jax":
+            raise ValueError("--devices needs --backend jax")
+        if args.devices < 1 or args.batch_size % args.devices:
+            raise ValueError(f"--batch-size {args.batch_size} must split evenly over --devices {args.devices}")
     widths = [int(w) for w in args.widths.split(",")]
     if any(w < 1 for w in widths):
         raise ValueError(f"--widths must be positive integers, got {args.widths!r}")
     X, Y, loss, label = load_dataset(args.dataset, args.n_train)
     net = build_net(X.shape[1], Y.shape[1], widths, args.hidden, args.seed, args.dtype,
                     autoencoder=args.dataset != "mnist-oddeven")
-    extra = {}
+    extra = {} if args.devices is None else {"devices": args.devices}
     if args.curvature_every is not None:
         extra.update(curvature_every=args.curvature_every, inverse_every=args.curvature_every)
     opt = make_optimizer(args.method, net, loss, seed=args.seed, backend=args.backend, lr=args.lr,
@@ -74,6 +79,8 @@ def main(argv=None) -> int:
     t.add_argument("--hidden", default="tanh", help="hidden transfer function [ours: tanh]")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     t.add_argument("--backend", choices=("numba", "c", "jax", "fast"), default=None)
+    t.add_argument("--devices", type=int, default=None,
+                   help="JAX: split each batch over this many devices (data parallel; pt_kfgn.sharding)")
     t.add_argument("--lr", type=float, default=None, help="first-order learning rate")
     t.add_argument("--decay-period", type=int, default=None, help="first-order: halve lr every N steps")
     t.add_argument("--curvature-every", type=int, default=None,

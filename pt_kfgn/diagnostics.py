@@ -36,23 +36,24 @@ class Alignment:
             eps = pt.scalar("eps", dtype=net.dtype)
             _, f = regularised_objective(loss, chain, y, eta)
             grads = pt.grad(f, chain.params)
-            outs, updates = list(grads), {}
+            outs = list(grads)
+            self._noise = pt.matrix("kfac_noise", dtype=net.dtype)  # KFAC's samples (Loss.draw_noise)
+            self._rng = new_rng(seed)
             for m in methods:
-                rng = new_rng(seed) if m == "kfac" else None
-                pairs, up = kronecker_factors(chain, loss, y, m, rng)
-                updates.update(up)
+                pairs = kronecker_factors(chain, loss, y, m, self._noise if m == "kfac" else None)
                 for solve in (kron_solve, exact_kron_solve):
                     for i, (Q, G) in enumerate(pairs):
                         D = -solve(Q, G, layer_matrix(grads[2 * i], grads[2 * i + 1]), eps)
                         outs.append(D.ravel())
-            self._fn = compile_function([net.X, y, eps], outs, updates=updates, backend=backend)
+            self._fn = compile_function([net.X, y, self._noise, eps], outs, backend=backend)
         self.n_layers = len(chain.layers)
 
     def compare(self, X, Y, gamma: float, lam: float) -> dict:
         """Cosines per layer and whole for each method and inverse, against block and full GN."""
         op = self.operator
         X, Y = op.check(X, Y)
-        out = self._fn(X, Y, gamma + self.eta)
+        noise = op.loss.draw_noise(self._rng, len(X), self.net.sizes[-1], self.net.dtype)
+        out = self._fn(X, Y, noise, gamma + self.eta)
         L, P = self.n_layers, 2 * self.n_layers
         grads = out[:P]
         grad = op.flat(grads)

@@ -34,14 +34,15 @@ def _build(net, loss, what, seed):
     """Compile the factors (``what`` in METHODS) or exact blocks ("hessian", "gn") of ``net``."""
     chain = layer_chain(net.output)
     y = pt.matrix("Y", dtype=net.dtype)
-    updates = {}
+    if what == "kfac":  # the noise of the samples is an input, drawn from a Generator kept with the function
+        noise, rng = pt.matrix("kfac_noise", dtype=net.dtype), new_rng(seed)
+        fn = compile_function([net.X, y, noise], [m for pair in _factors(chain, loss, y, what, noise) for m in pair])
+        return lambda X, Y: fn(X, Y, loss.draw_noise(rng, len(X), net.sizes[-1], net.dtype))
     if what in METHODS:
-        rng = new_rng(seed) if what == "kfac" else None
-        pairs, updates = _factors(chain, loss, y, what, rng)
-        outs = [m for pair in pairs for m in pair]
+        outs = [m for pair in _factors(chain, loss, y, what) for m in pair]
     else:
         outs = exact_blocks(chain, loss, y, what)
-    return compile_function([net.X, y], outs, updates=updates)
+    return compile_function([net.X, y], outs)
 
 
 def _prepare(net, loss, X, Y, what=None):

@@ -138,13 +138,14 @@ def test_sampled_gradients_are_finite_and_take_the_two_exact_values(name, dtype)
     """KFAC's ĝ for ŷ ∈ {0, 1}: exactly one of the two per-target gradients, at every logit."""
     loss = get_loss(name)
     h = pt.matrix("h", dtype=dtype)
+    noise = pt.matrix("noise", dtype=dtype)
     with pytensor.config.change_flags(floatX=dtype):
-        g, _nxt = loss.sample_grad(h, new_rng(3))
-    fn = compile_function([h], g, backend="fast")
+        g = loss.sample_grad(h, noise)
+    fn = compile_function([h, noise], g, backend="fast")
     hv = np.repeat(LOGITS.astype(dtype)[:, None], 50, axis=1) if name == "bce" else LOGITS.astype(dtype)[:, None]
     if name == "mixture":
         hv = np.repeat(hv, 50, axis=0)
-    got = fn(hv)
+    got = fn(hv, loss.draw_noise(new_rng(3), hv.shape[0], hv.shape[1], dtype))
     assert np.all(np.isfinite(got))
     ref = mixture_reference if name == "mixture" else bce_reference
     g0 = np.vectorize(lambda v: ref(float(v), 0)["g"])(hv)
@@ -156,14 +157,12 @@ def test_sampled_gradients_are_finite_and_take_the_two_exact_values(name, dtype)
 def test_mixture_sampler_is_unbiased_for_the_fisher():
     """E_ŷ[ĝ] = 0 and E_ŷ[ĝ²] = μ′²/(μ(1 − μ)) (the Fisher KFAC estimates), within 5 standard errors."""
     loss = get_loss("mixture")
-    h = pt.matrix("h")
-    g, nxt = loss.sample_grad(h, new_rng(11))
-    rng = new_rng(11)
-    g, nxt = loss.sample_grad(h, rng)
-    fn = compile_function([h], g, updates={rng: nxt}, backend="fast")
+    h, noise = pt.matrix("h"), pt.matrix("noise")
+    fn = compile_function([h, noise], loss.sample_grad(h, noise), backend="fast")
     logits = np.array([-3.0, -0.7, 0.0, 0.4, 2.5])
     n = 20000
-    draws = fn(np.repeat(logits[None, :], n, axis=0).reshape(-1, 1)).reshape(n, -1)
+    hv = np.repeat(logits[None, :], n, axis=0).reshape(-1, 1)
+    draws = fn(hv, loss.draw_noise(new_rng(11), len(hv), 1, "float64")).reshape(n, -1)
     for j, v in enumerate(logits):
         ref = mixture_reference(float(v), 1)
         se_mean = draws[:, j].std() / np.sqrt(n)

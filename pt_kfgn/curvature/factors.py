@@ -8,7 +8,6 @@ input factor first, ``Q`` of size ``d_in + 1``.  Both factors are **means** over
 
 from __future__ import annotations
 
-import warnings
 from itertools import pairwise
 
 import pytensor.tensor as pt
@@ -69,15 +68,17 @@ def _gram(S):
     """``(1/N) Σ_{n,r} S[n, r] S[n, r]ᵀ`` for S (N, r, d) or (N, d) (eq. 25)."""
     if S.ndim == 2:
         return pt.dot(S.T, S) / batch_size(S)
-    return pt.tensordot(S, S, axes=[[0, 1], [0, 1]]) / batch_size(S)
+    S2 = S.reshape((-1, S.shape[2]))  # (N r, d), the -1 as in recursions.backprop_sqrt (JAX)
+    return pt.dot(S2.T, S2) / batch_size(S)
 
 
-def output_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
-    """``E[𝒢_λ]`` (or its approximation) per layer, and the rng update for KFAC.
+def output_factors(chain: LayerChain, loss: Loss, y, method: str, noise=None):
+    """``E[𝒢_λ]`` (or its approximation) per layer.
 
     * ``kflr`` / ``exact``: exact ``E[𝒢_λ]`` from the per-datapoint square roots (eq. 23-25);
     * ``kfra``: the recursive approximation (eq. 26);
-    * ``kfac``: one Monte-Carlo sample ŷ ~ p(y|h_L) per datapoint (App. C); needs ``rng``.
+    * ``kfac``: one Monte-Carlo sample ŷ ~ p(y|h_L) per datapoint (App. C), a function of the symbolic
+      ``noise`` matrix (:meth:`Loss.draw_noise`).
     """
     h = chain.output
     if method in ("kflr", "exact"):
@@ -85,25 +86,21 @@ def output_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
         if S_L.type.shape[1] == 1 or loss.output_rank(None) == 1:  # rank one per datapoint: matrix products
             # (also keeps the batch size out of any reshape, which JAX cannot trace)
             S_L = S_L[:, 0, :]
-        return [_gram(S) for S in backprop_sqrt(chain, S_L)], {}
+        return [_gram(S) for S in backprop_sqrt(chain, S_L)]
     if method == "kfra":
         diagonal = loss.mean_hessian_diagonal(h, y)  # a diagonal E[H_L] is propagated as a vector
-        return backprop_average(chain, loss.mean_hessian(h, y) if diagonal is None else diagonal), {}
+        return backprop_average(chain, loss.mean_hessian(h, y) if diagonal is None else diagonal)
     if method == "kfac":
-        if rng is None:
-            raise ValueError("kfac needs a shared rng (pt_kfgn.graph.losses.new_rng)")
-        with warnings.catch_warnings():  # each compiled step function draws from the shared rng once and
-            # writes its next state back (the update returned below): reuse across graphs is intended
-            warnings.filterwarnings("ignore", message="RandomGeneratorVariable .* has already been used")
-            g, nxt = loss.sample_grad(h, rng)
-        return [_gram(S) for S in backprop_sqrt(chain, g)], {rng: nxt}
+        if noise is None:
+            raise ValueError("kfac needs the symbolic noise matrix of its samples (Loss.draw_noise)")
+        return [_gram(S) for S in backprop_sqrt(chain, loss.sample_grad(h, noise))]
     raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
 
 
-def kronecker_factors(chain: LayerChain, loss: Loss, y, method: str, rng=None):
-    """``[(Q_λ, G_λ), ...]`` symbolic, and the rng updates (empty unless ``kfac``)."""
-    Gs, updates = output_factors(chain, loss, y, method, rng)
-    return [(input_factor(layer), G) for layer, G in zip(chain.layers, Gs)], updates
+def kronecker_factors(chain: LayerChain, loss: Loss, y, method: str, noise=None):
+    """``[(Q_λ, G_λ), ...]`` symbolic; ``noise``: KFAC's noise matrix (symbolic, see :meth:`Loss.draw_noise`)."""
+    Gs = output_factors(chain, loss, y, method, noise)
+    return [(input_factor(layer), G) for layer, G in zip(chain.layers, Gs)]
 
 
 def per_sample_grads(chain: LayerChain, loss: Loss, y):

@@ -45,7 +45,10 @@ def backprop_sqrt(chain: LayerChain, S_L):
         d1, _ = transfer_derivatives(layer)
         if S.ndim == 2:
             return pt.dot(S, W.T) * d1
-        return pt.tensordot(S, W, axes=[[2], [1]]) * d1[:, None, :]
+        # (N, r, d) → (N r, d) with the -1 left to the backend: no product of symbolic shapes, which JAX
+        # cannot trace (tensordot would write N·r)
+        SW = pt.dot(S.reshape((-1, S.shape[2])), W.T).reshape((S.shape[0], S.shape[1], -1))
+        return SW * d1[:, None, :]
 
     return _backward(chain, S_L, push)
 

@@ -22,8 +22,11 @@ class CustomLoss(Loss):
     name : str
         A name for messages and checkpoints.
     sampler : callable, optional
-        ``(h, rng) -> (ĝ, next_rng)`` for KFAC (App. C): ĝ = ∂(−log p(ŷ|h))/∂h for ŷ ~ p(y|h).  Without it,
-        KFAC raises a clear error; KFLR, KFRA and the exact blocks need none.
+        ``(h, noise) -> ĝ`` for KFAC (App. C): ĝ = ∂(−log p(ŷ|h))/∂h for ŷ ~ p(y|h), with ŷ a function of
+        ``noise`` (N, d), a symbolic matrix of independent draws.  Without it, KFAC raises a clear error;
+        KFLR, KFRA and the exact blocks need none.
+    noise : {"uniform", "normal"}
+        The distribution of ``noise``: uniform on [0, 1) (default) or standard normal.
 
     ``H_L[n] = ∂²E_n/∂h_n²`` is one vectorised Jacobian of the batch gradient (datapoints are independent,
     so row n of ``∂(Σ_n E_n)/∂h`` depends on ``h_n`` alone).  The square root ``C_L`` comes from a batched
@@ -31,10 +34,12 @@ class CustomLoss(Loss):
     exact; otherwise the Gauss-Newton uses the PSD part of ``H_L``.
     """
 
-    def __init__(self, per_sample, name: str = "custom", sampler=None):
+    def __init__(self, per_sample, name: str = "custom", sampler=None, noise: str = "uniform"):
         if not callable(per_sample):
             raise TypeError("per_sample must be a callable (h, y) -> per-datapoint losses")
-        self._per_sample, self.name, self._sampler = per_sample, name, sampler
+        if noise not in ("uniform", "normal"):
+            raise ValueError(f"noise must be 'uniform' or 'normal', got {noise!r}")
+        self._per_sample, self.name, self._sampler, self.noise = per_sample, name, sampler, noise
 
     def per_sample(self, h, y):
         E = self._per_sample(h, y)
@@ -56,11 +61,11 @@ class CustomLoss(Loss):
     def hessian_vector(self, h, y, u):
         return (self.gn_hessian(h, y) * u[:, None, :]).sum(axis=2)
 
-    def sample_grad(self, h, rng):
+    def sample_grad(self, h, noise):
         if self._sampler is None:
             raise ValueError(f"{self.name}: KFAC samples targets from the model and needs a sampler "
                              "(CustomLoss(..., sampler=...)); KFLR and KFRA need none")
-        return self._sampler(h, rng)
+        return self._sampler(h, noise)
 
     def check_targets(self, Y, n, d):
         Y = np.asarray(Y, dtype=float)

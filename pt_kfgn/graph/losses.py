@@ -12,13 +12,16 @@ bce            diag(p(1−p)), p = σ(h)       diag(√(p(1−p)))          ĝ =
 softmax_ce     diag(p) − p pᵀ               diag(√p) − √p pᵀ         ĝ = p − onehot(ŷ)
 mixture        see :class:`Mixture`         √(H_L^GN)                ĝ = μ′(μ − ŷ)/(μ(1 − μ))
 =============  ===========================  =======================  ==========================
+
+KFAC's ŷ is a function of a noise matrix drawn on the host (:meth:`Loss.draw_noise`, numpy) and passed into
+the compiled step like the batch: the samples are the same on every backend and every number of devices,
+and the Generator's state is part of each checkpoint.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.tensor.random import shared_rng
 
 LOSSES = ("mse", "bce", "softmax_ce", "mixture")
 
@@ -61,8 +64,23 @@ class Loss:
         """The diagonal of E[H_L^GN] when it is diagonal (elementwise losses), else None."""
         return
 
-    def sample_grad(self, h, rng):
-        """ĝ = ∂(−log p(ŷ|h))/∂h for one ŷ ~ p(y|h) per datapoint, and the rng's next state."""
+    noise = "uniform"  # KFAC's noise: "uniform" on [0, 1) or "normal" (standard), see draw_noise
+
+    def noise_columns(self, d: int) -> int:
+        """Columns of KFAC's noise matrix for ``d`` outputs (one uniform per output by default)."""
+        return d
+
+    def draw_noise(self, rng: np.random.Generator, n: int, d: int, dtype) -> np.ndarray:
+        """The noise matrix ``(n, noise_columns(d))`` of one KFAC step, drawn from ``rng``."""
+        shape = (n, self.noise_columns(d))
+        dt = np.dtype(dtype)
+        if self.noise == "normal":
+            return rng.standard_normal(shape, dtype=dt)
+        return rng.random(shape, dtype=dt)
+
+    def sample_grad(self, h, noise):
+        """ĝ = ∂(−log p(ŷ|h))/∂h for one ŷ ~ p(y|h) per datapoint, ŷ a function of ``noise`` (symbolic,
+        drawn by :meth:`draw_noise`)."""
         raise NotImplementedError
 
     def output_rank(self, d) -> int:
@@ -110,9 +128,10 @@ class SquaredError(Loss):
     def mean_hessian_diagonal(self, h, y):
         return pt.ones((h.shape[1],), dtype=h.dtype)
 
-    def sample_grad(self, h, rng):
-        nxt, eps = rng.normal(size=h.shape, dtype=h.dtype)
-        return eps, nxt
+    noise = "normal"
+
+    def sample_grad(self, h, noise):
+        return noise  # ĝ = h − ŷ = −ε with ŷ = h + ε; the sign does not change ĝĝᵀ
 
 
 class BernoulliCE(Loss):
@@ -151,10 +170,9 @@ class BernoulliCE(Loss):
     def mean_hessian_diagonal(self, h, y):
         return pt.sqr(self._s(h)).mean(axis=0)
 
-    def sample_grad(self, h, rng):
-        nxt, u = rng.uniform(size=h.shape, dtype=h.dtype)
-        yhat = pt.cast(u < pt.sigmoid(h), h.dtype)
-        return (1 - yhat) * pt.sigmoid(h) - yhat * pt.sigmoid(-h), nxt  # σ(h) − ŷ without cancellation
+    def sample_grad(self, h, noise):
+        yhat = pt.cast(noise < pt.sigmoid(h), h.dtype)
+        return (1 - yhat) * pt.sigmoid(h) - yhat * pt.sigmoid(-h)  # σ(h) − ŷ without cancellation
 
     def check_targets(self, Y, n, d):
         Y = super().check_targets(Y, n, d)
@@ -187,12 +205,15 @@ class SoftmaxCE(Loss):
         p = pt.special.softmax(h, axis=1)
         return pt.diag(p.mean(axis=0)) - pt.dot(p.T, p) / pt.cast(h.shape[0], h.dtype)
 
-    def sample_grad(self, h, rng):
+    def noise_columns(self, d: int) -> int:
+        return 1  # one uniform per row: an inverse-CDF draw of the class
+
+    def sample_grad(self, h, noise):
         p = pt.special.softmax(h, axis=1)
-        nxt, u = rng.uniform(size=(h.shape[0], 1), dtype=h.dtype)
+        u = noise[:, 0][:, None]  # (N, 1), broadcastable against the classes
         k = (pt.cumsum(p, axis=1)[:, :-1] < u).sum(axis=1)  # inverse-CDF draw of one class per row
         onehot = pt.cast(pt.eq(pt.arange(h.shape[1])[None, :], k[:, None]), h.dtype)
-        return p - onehot, nxt
+        return p - onehot
 
     def check_targets(self, Y, n, d):
         Y = np.asarray(Y)
@@ -279,10 +300,9 @@ class Mixture(Loss):
     def mean_hessian(self, h, y):
         return self._hgn(h, y).mean(axis=0, keepdims=True)
 
-    def sample_grad(self, h, rng):
-        nxt, u = rng.uniform(size=h.shape, dtype=h.dtype)
-        yhat = pt.cast(u < self._mu(h), h.dtype)
-        return -yhat * self._ratio(h) + (1 - yhat) * self._ratio(-h), nxt  # μ′(μ − ŷ)/(μ(1 − μ))
+    def sample_grad(self, h, noise):
+        yhat = pt.cast(noise < self._mu(h), h.dtype)
+        return -yhat * self._ratio(h) + (1 - yhat) * self._ratio(-h)  # μ′(μ − ŷ)/(μ(1 − μ))
 
     def check_targets(self, Y, n, d):
         if d != 1:
@@ -304,6 +324,6 @@ def get_loss(loss) -> Loss:
     return table[loss]()
 
 
-def new_rng(seed: int | None = 0):
-    """A shared numpy Generator for KFAC's samples (seedable)."""
-    return shared_rng(np.random.default_rng(seed), name="kfac_rng")
+def new_rng(seed: int | None = 0) -> np.random.Generator:
+    """The numpy Generator of KFAC's noise (:meth:`Loss.draw_noise`)."""
+    return np.random.default_rng(seed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
-from pt_kfgn.backend import check_backend, compile_function, floatx
+from pt_kfgn.backend import check_backend, check_devices, compile_function, floatx
 from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.layers import check_batch
 from pt_kfgn.graph.losses import get_loss
@@ -33,13 +33,15 @@ class Optimizer:
 
     name = "optimizer"
 
-    def __init__(self, net, loss, backend: str | None = None):
+    def __init__(self, net, loss, backend: str | None = None, devices=None):
         self.net = net
         self.loss = get_loss(loss)
         self.chain = layer_chain(net.output)
         self.params = self.chain.params
         self.y = pt.matrix("Y", dtype=net.dtype)
         self.backend = check_backend(backend)
+        self.devices = devices
+        self.mesh = check_devices(devices, self.backend)  # None: one device (pt_kfgn.sharding)
         self.t = 0  # steps taken (accepted or rejected)
         self.rejected = 0
         self._eval_fn = None
@@ -50,6 +52,21 @@ class Optimizer:
         X = check_batch(X, self.net.sizes[0], self.net.dtype)
         Y = self.loss.check_targets(Y, X.shape[0], self.net.sizes[-1]).astype(self.net.dtype)
         return X, Y
+
+    def check_step_batch(self, X, Y):
+        """:meth:`check`, and on several devices a batch that splits evenly over them."""
+        X, Y = self.check(X, Y)
+        if self.mesh is not None:
+            from pt_kfgn.sharding import check_divisible
+
+            check_divisible(len(X), self.mesh)
+        return X, Y
+
+    def compile_step(self, inputs, outputs, updates=None, batch_inputs: int = 2):
+        """Compile a step function: the backend's mode, on the optimiser's devices (the first ``batch_inputs``
+        inputs hold one row per datapoint and are split over the devices)."""
+        return compile_function(inputs, outputs, updates=updates, backend=self.backend, mesh=self.mesh,
+                                batch_inputs=batch_inputs)
 
     def batch_loss(self):
         """Ē on the symbolic batch (mean over datapoints of the per-datapoint loss)."""
@@ -67,9 +84,11 @@ class Optimizer:
         return total / len(X)
 
     def dummy_batch(self):
-        """A valid two-point batch of zeros (target 1 in the first output: valid for every loss)."""
-        X = np.zeros((2, self.net.sizes[0]), self.net.dtype)
-        Y = np.zeros((2, self.net.sizes[-1]), self.net.dtype)
+        """A valid batch of zeros (target 1 in the first output: valid for every loss), two points or one per
+        device."""
+        n = 2 if self.mesh is None else max(2, len(self.mesh.devices.flat))
+        X = np.zeros((n, self.net.sizes[0]), self.net.dtype)
+        Y = np.zeros((n, self.net.sizes[-1]), self.net.dtype)
         Y[:, 0] = 1.0
         return X, Y
 

@@ -99,7 +99,7 @@ class GNOperator:
     backend : str, optional
     """
 
-    def __init__(self, net, loss, eta: float = 0.0, backend=None):
+    def __init__(self, net, loss, eta: float = 0.0, backend=None, mesh=None):
         self.net, self.loss, self.eta = net, get_loss(loss), float(eta)
         self.chain = layer_chain(net.output)
         self.params = self.chain.params
@@ -107,24 +107,24 @@ class GNOperator:
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.y = pt.matrix("Y", dtype=net.dtype)
         with floatx(net.dtype):
-            self._build(backend)
+            self._build(backend, mesh)
 
-    def _build(self, backend):
+    def _build(self, backend, mesh):
         X, y = self.net.X, self.y
         Ebar, f = regularised_objective(self.loss, self.chain, y, self.eta)
         grads = pt.grad(f, self.params)
-        self._grad_fn = compile_function([X, y], [Ebar, f, *grads], backend=backend)
+        self._grad_fn = compile_function([X, y], [Ebar, f, *grads], backend=backend, mesh=mesh)
         vs = [p.type() for p in self.params]
         self._gv_fn = compile_function([X, y, *vs], gn_vector_product(self.chain, self.loss, y, self.params, vs),
-                                       backend=backend)
-        self._f_fn = compile_function([X, y], f, backend=backend)
+                                       backend=backend, mesh=mesh)
+        self._f_fn = compile_function([X, y], f, backend=backend, mesh=mesh)
         # Σ_n (∂E_n/∂θ)² / N per parameter: for a dense layer (Ā∘Ā)ᵀ(Ĝ∘Ĝ)/N, one product (Martens Sec. 4.7)
         sq = []
         for layer, g in zip(self.chain.layers, per_sample_grads(self.chain, self.loss, y)):
             A = augmented_input(layer)
             D = pt.dot(pt.sqr(A).T, pt.sqr(g)) / batch_size(g)
             sq += [D[:-1], D[-1]]
-        self._sq_fn = compile_function([X, y], sq, backend=backend)
+        self._sq_fn = compile_function([X, y], sq, backend=backend, mesh=mesh)
 
     # flat <-> list
     def split(self, v) -> list:

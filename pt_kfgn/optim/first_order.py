@@ -13,7 +13,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from pt_kfgn.backend import compile_function, floatx
+from pt_kfgn.backend import floatx
 from pt_kfgn.optim.base import Optimizer, regularised_objective
 
 RULES = ("sgd", "momentum", "nesterov", "adam")
@@ -104,7 +104,7 @@ class FirstOrder(Optimizer):
     """
 
     def __init__(self, net, loss, rule: str = "adam", lr: float | None = None, decay_period=None,
-                 eta: float = 0.0, backend: str | None = None, **rule_kwargs):
+                 eta: float = 0.0, backend: str | None = None, devices=None, **rule_kwargs):
         if rule not in RULES:
             raise ValueError(f"rule={rule!r} is not one of {list(RULES)}")
         lr = {"adam": 1e-3}.get(rule, 1e-2) if lr is None else lr
@@ -112,7 +112,7 @@ class FirstOrder(Optimizer):
             raise ValueError(f"lr must be positive, got {lr!r}")
         if decay_period is not None and decay_period <= 0:
             raise ValueError(f"decay_period must be positive (or None), got {decay_period!r}")
-        super().__init__(net, loss, backend)
+        super().__init__(net, loss, backend, devices)
         self.name, self.rule, self.lr0, self.decay_period = rule, rule, float(lr), decay_period
         self.lr = pytensor.shared(np.asarray(lr, dtype=net.dtype), name="lr")
         with floatx(net.dtype):
@@ -126,10 +126,10 @@ class FirstOrder(Optimizer):
         ok = pt.isfinite(f) & pt.isfinite(sum(pt.sqr(g).sum() for g in grads))
         self._state = [v for v in raw if v not in self.params]
         updates = OrderedDict((v, pt.switch(ok, new, v)) for v, new in raw.items())
-        self._fn = compile_function([net.X, self.y], [Ebar, ok], updates=updates, backend=self.backend)
+        self._fn = self.compile_step([net.X, self.y], [Ebar, ok], updates=updates)
 
     def step(self, X, Y) -> dict:
-        X, Y = self.check(X, Y)
+        X, Y = self.check_step_batch(X, Y)
         self.t += 1
         self.lr.set_value(np.asarray(halving_schedule(self.lr0, self.t, self.decay_period), self.net.dtype))
         loss, ok = self._fn(X, Y)

@@ -55,16 +55,17 @@ class HessianFree(Optimizer):
 
     def __init__(self, net, loss, *, lam: float = 45.0, eta: float = 1e-5, max_iters: int = 250,
                  decay: float = 0.95, precondition: bool = True, xi: float = 0.75, block_diagonal: bool = False,
-                 armijo_c: float = 1e-2, armijo_shrink: float = 0.8, max_ls: int = 60, backend: str | None = None):
+                 armijo_c: float = 1e-2, armijo_shrink: float = 0.8, max_ls: int = 60, backend: str | None = None,
+                 devices=None):
         rules.validate_positive(lam=lam, max_iters=max_iters)
         if not 0 <= decay < 1 or eta < 0 or not 0 <= xi <= 1:
             raise ValueError("need 0 <= decay < 1, eta >= 0 and 0 <= xi <= 1")
-        super().__init__(net, loss, backend)
+        super().__init__(net, loss, backend, devices)
         self.name = "hf-block" if block_diagonal else "hf"
         self.lam, self.eta, self.max_iters, self.decay = float(lam), float(eta), int(max_iters), decay
         self.precondition, self.xi = precondition, float(xi)
         self.block_diagonal, self.c, self.shrink, self.max_ls = block_diagonal, armijo_c, armijo_shrink, max_ls
-        self.operator = GNOperator(net, self.loss, eta, backend)
+        self.operator = GNOperator(net, self.loss, eta, backend, mesh=self.mesh)
         self.x_prev = np.zeros(sum(self.operator.sizes))
 
     def _set(self, flat):
@@ -83,7 +84,7 @@ class HessianFree(Optimizer):
         return (self.operator.gradient_squares(X, Y) + damping) ** self.xi
 
     def step(self, X, Y) -> dict:
-        X, Y = self.check(X, Y)
+        X, Y = self.check_step_batch(X, Y)
         self.t += 1
         op = self.operator
         Ebar, f0, grad = op.gradient(X, Y)

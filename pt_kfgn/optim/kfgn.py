@@ -28,7 +28,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
 
-from pt_kfgn.backend import compile_function, floatx
+from pt_kfgn.backend import floatx
 from pt_kfgn.curvature.factors import METHODS, check_memory
 from pt_kfgn.graph.losses import new_rng
 from pt_kfgn.optim import adaptation as rules
@@ -97,7 +97,7 @@ class KFGN(Optimizer):
                  omega2: float | None = None, zeta: float = 0.99, ema: float = 0.0,
                  alpha_max: float | None = None, gamma_search: bool = True, trial_every="T1",
                  curvature_every: int = 1, inverse_every: int = 1, retries: int = 2, max_rejections: int = 20,
-                 seed: int = 0, backend: str | None = None):
+                 seed: int = 0, backend: str | None = None, devices=None):
         if method not in KFGN_METHODS:
             raise ValueError(f"method={method!r} is not one of {list(KFGN_METHODS)}")
         T1, T2, curvature_every, inverse_every, max_rejections = rules.validate_int(
@@ -118,7 +118,7 @@ class KFGN(Optimizer):
         rules.validate_positive(lam=lam, gamma=gamma, alpha_max=alpha_max)
         rules.validate_interval((0, 1), closed_low=False, omega1=omega1, omega2=omega2)
         rules.validate_interval((0, 1), closed_low=True, zeta=zeta, ema=ema)
-        super().__init__(net, loss, backend)
+        super().__init__(net, loss, backend, devices)
         self.name = f"kfgn-{method}"
         self.method, self.eta, self.T1, self.T2 = method, float(eta), T1, T2
         self.omega1, self.omega2, self.zeta, self.ema = float(omega1), float(omega2), float(zeta), float(ema)
@@ -128,7 +128,9 @@ class KFGN(Optimizer):
         fx = net.dtype
         self.lam = pytensor.shared(np.asarray(rules.clip(lam, rules.LAMBDA_BOUNDS), dtype=fx), name="lambda")
         self.gamma = pytensor.shared(np.asarray(rules.clip(gamma, rules.GAMMA_BOUNDS), dtype=fx), name="gamma")
-        self.rng = new_rng(seed) if method == "kfac" else None
+        # KFAC: the noise of its samples is drawn here (numpy) and enters the step as an input, like the batch
+        self.noise_rng = new_rng(seed) if method == "kfac" else None
+        self._noise = pt.matrix("kfac_noise", dtype=net.dtype) if method == "kfac" else None
         self.averaged = [pytensor.shared(p.get_value().copy(), name=f"avg_{p.name}") for p in self.params]
         # the rollback copy: θ and θ̄ before the last applied update (only needed without a trial every step)
         self._rollback = trial_every != 1
@@ -154,8 +156,7 @@ class KFGN(Optimizer):
         """Fresh factors (averaged into the EMA state when on) or the cached ones; and the cache updates."""
         if not refresh:
             return [tuple(self._factor_state[2 * i:2 * i + 2]) for i in range(len(self._factor_state) // 2)], {}
-        factors, updates = stages.curvature(self.chain, self.loss, y, self.method, self.rng)
-        updates = dict(updates)
+        factors, updates = stages.curvature(self.chain, self.loss, y, self.method, self._noise), {}
         if self.ema > 0:
             old = self._factor_state
             factors = [(k_ema * old[2 * i] + (1 - k_ema) * Q, k_ema * old[2 * i + 1] + (1 - k_ema) * G)
@@ -219,7 +220,15 @@ class KFGN(Optimizer):
         rho = rules.reduction_ratio(f_new, f0, model.model_change) if trial else pt.constant(np.nan, dtype=fx)
         outs = [Ebar, f0, f_new if trial else pt.constant(np.nan, dtype=fx), model.alpha, model.model_change,
                 rho, status, new_gamma] + ([rollback] if rollback is not None else [])
-        return compile_function([X, y, k_ema, zeta_t], outs, updates=updates, backend=self.backend)
+        batch = [X, y] if self._noise is None else [X, y, self._noise]
+        return self.compile_step([*batch, k_ema, zeta_t], outs, updates=updates, batch_inputs=len(batch))
+
+    def _inputs(self, X, Y, k, zeta_t) -> tuple:
+        """The step function's arguments; KFAC's noise is drawn for every call (fresh samples per try)."""
+        if self.noise_rng is None:
+            return X, Y, k, zeta_t
+        noise = self.loss.draw_noise(self.noise_rng, len(X), self.net.sizes[-1], self.net.dtype)
+        return X, Y, noise, k, zeta_t
 
     def _fn(self, kind: tuple):
         if kind not in self._fns:
@@ -241,7 +250,7 @@ class KFGN(Optimizer):
                 progress(f"compiling step kind {i + 1}/{len(kinds)} {schedule.describe(kind)}")
             fn = self._fn(kind)
             if warm:
-                fn(X, Y, 0.0, 0.0)
+                fn(*self._inputs(X, Y, 0.0, 0.0))
                 self._contiguous_state()
         if warm:
             self.load_state_dict(state)
@@ -250,7 +259,7 @@ class KFGN(Optimizer):
     # -- one iteration ---------------------------------------------------------------------------
     def step(self, X, Y) -> dict:
         """One KFGN iteration on the batch (with up to ``retries`` retries); returns its statistics."""
-        X, Y = self.check(X, Y)
+        X, Y = self.check_step_batch(X, Y)
         check_memory(self.net.sizes, len(X), self.method, self.loss.output_rank(self.net.sizes[-1]),
                      np.dtype(self.net.dtype).itemsize)
         self.t += 1
@@ -259,7 +268,7 @@ class KFGN(Optimizer):
         for attempt in range(self.retries + 1):
             kind = schedule.next_kind(self)
             k = rules.ema_weight(self._refreshes + 1, self.ema)
-            out = self._fn(kind)(X, Y, k, zeta_t)
+            out = self._fn(kind)(*self._inputs(X, Y, k, zeta_t))
             self._contiguous_state()
             Ebar, f0, f_new, alpha, dM, rho, status, _gamma = out[:8]
             rolled_back = rolled_back or (len(out) > 8 and bool(out[8]))
@@ -305,17 +314,19 @@ class KFGN(Optimizer):
 
     # -- state -----------------------------------------------------------------------------------
     def state_variables(self) -> list:
-        extra = [self.rng] if self.rng is not None else []
         return [*self.params, *self.averaged, self.lam, self.gamma, *self._prev, self._has_prev,
-                *self._factor_state, *self._inverse_state, *extra]
+                *self._factor_state, *self._inverse_state]
 
     def hyper_state(self) -> dict:
+        noise = {} if self.noise_rng is None else {"noise_rng": self.noise_rng.bit_generator.state}
         return {"refreshes": self._refreshes, "inverse_gamma": self._inverse_gamma,
-                "consecutive_rejections": self.consecutive_rejections}
+                "consecutive_rejections": self.consecutive_rejections, **noise}
 
     def load_hyper_state(self, state: dict) -> None:
         self._refreshes, self._inverse_gamma = int(state["refreshes"]), float(state["inverse_gamma"])
         self.consecutive_rejections = int(state["consecutive_rejections"])
+        if self.noise_rng is not None:
+            self.noise_rng.bit_generator.state = state["noise_rng"]
 
     def averaged_params(self) -> list[np.ndarray]:
         """θ̄ (eq. 44-45), flat ``[W1, b1, ...]``."""

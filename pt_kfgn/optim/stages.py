@@ -33,15 +33,15 @@ STATUS = {
 }
 
 
-def curvature(chain, loss, y, method: str, rng=None):
-    """Stage 2: per-layer curvature and the rng updates.
+def curvature(chain, loss, y, method: str, noise=None):
+    """Stage 2: per-layer curvature (``noise``: KFAC's symbolic noise matrix).
 
     ``method`` "kflr", "kfra", "kfac": ``[(Q, G), ...]`` (eq. 21-26, App. C); "blockdiag-exact": the exact
     Gauss-Newton blocks (eq. 12-19; tiny nets only).
     """
     if method == "blockdiag-exact":
-        return exact_blocks(chain, loss, y, "gn"), {}
-    return kronecker_factors(chain, loss, y, method, rng)
+        return exact_blocks(chain, loss, y, "gn")
+    return kronecker_factors(chain, loss, y, method, noise)
 
 
 def damped_inverse(factors, eps):

@@ -1,0 +1,101 @@
+"""Data-parallel steps on several devices: PyTensor's JAX function, jitted with shardings (GSPMD).
+
+PyTensor's JAX backend turns a rewritten ``FunctionGraph`` into one JAX callable (``jax_funcify``) and jits it.
+:class:`ShardedJAXLinker` jits that same callable with ``in_shardings``: the mini-batch inputs split along their
+first axis over a one-axis device mesh (``"batch"``), every other input — parameters, damping, Kronecker
+factors, caches, RNG keys, all of a step's state — replicated, and every output replicated.  XLA's SPMD
+partitioner then turns each sum over the batch (the loss, the gradient, ``ĀᵀĀ``, ``E[f'f'ᵀ]``, the forward-mode
+``δᵀḠδ``) into a per-device partial sum followed by an **all-reduce**; the rest of the step (Cholesky factors,
+solves, α*, the guarded update) runs replicated.  No data is moved by code of ours.
+
+The step's graph is the one-device graph, so a step on N devices equals a step on one device up to the
+order of floating-point summation (``tests/test_sharding.py``).  KFAC's samples come from the step's one
+RNG key, as on one device; with ``jax_threefry_partitionable`` (JAX's default since 0.5) each device generates
+its own rows of the sample without communication.
+
+Several hosts: call ``jax.distributed.initialize()`` in every process before building the optimiser, and pass
+a :class:`jax.sharding.Mesh` over ``jax.devices()`` (all hosts' devices) as ``devices``; each process then feeds
+the same global batch (README, "Several devices and hosts").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+AXIS = "batch"
+
+
+def device_mesh(devices):
+    """A one-axis :class:`jax.sharding.Mesh` from a device count or a given mesh.
+
+    Parameters
+    ----------
+    devices : int or jax.sharding.Mesh
+        The first ``devices`` of ``jax.devices()``, or a mesh (its first axis splits the batch).
+    """
+    import jax
+    from jax.sharding import Mesh
+
+    if isinstance(devices, Mesh):
+        return devices
+    if isinstance(devices, bool) or not isinstance(devices, int | np.integer) or devices < 1:
+        raise ValueError(f"devices must be a positive integer or a jax.sharding.Mesh, got {devices!r}")
+    available = jax.devices()
+    if devices > len(available):
+        raise ValueError(
+            f"devices={devices}, but JAX sees {len(available)} {available[0].platform} device(s); on a CPU, "
+            f"simulate devices with XLA_FLAGS=--xla_force_host_platform_device_count={devices} set before jax "
+            f"is imported")
+    return Mesh(np.array(available[:devices]), (AXIS,))
+
+
+def n_devices(mesh) -> int:
+    """How many devices split the batch (the size of the mesh's first axis)."""
+    return int(mesh.devices.shape[0])
+
+
+def check_divisible(n: int, mesh) -> None:
+    """A clear error when a batch of ``n`` cannot be split evenly over the mesh."""
+    k = n_devices(mesh)
+    if n % k:
+        raise ValueError(f"a batch of {n} datapoints cannot be split evenly over {k} devices: use a batch size "
+                         f"divisible by {k} (e.g. {max(k, n - n % k)})")
+
+
+def sharded_mode(mesh, n_batch_inputs: int):
+    """PyTensor's JAX mode with a linker that jits the graph with the batch sharded over ``mesh``."""
+    from pytensor.compile.mode import JAX, Mode
+    from pytensor.link.jax.linker import JAXLinker
+
+    class ShardedJAXLinker(JAXLinker):
+        """JAXLinker whose jit splits the first ``n_batch_inputs`` inputs along axis 0 and replicates the rest."""
+
+        def jit_compile(self, fn):
+            import jax
+            from jax.sharding import NamedSharding, PartitionSpec
+
+            if self.scalar_shape_inputs:
+                raise NotImplementedError("graphs with scalar shape inputs cannot be sharded")
+            batch, replicated = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0])), NamedSharding(mesh, PartitionSpec())
+            inputs = self.fgraph.inputs
+            shardings = tuple(batch if i < n_batch_inputs and inputs[i].type.ndim >= 1 else replicated
+                              for i in range(len(inputs)))
+            self.jitted = jax.jit(fn, in_shardings=shardings, out_shardings=replicated)
+            return self.jitted
+
+    return Mode(ShardedJAXLinker(), JAX.provided_optimizer)
+
+
+def compiled_text(fn, *args) -> str:
+    """The optimised HLO that XLA runs for a sharded function (the tests look for its all-reduces).
+
+    ``args`` are the function's explicit inputs; its shared variables are taken as they are.
+    """
+    linker = fn.maker.linker
+    jitted = getattr(linker, "jitted", None)
+    if jitted is None:
+        raise ValueError("not a function compiled with devices=...")
+    values = [*args, *(s.value for s in fn.input_storage[len(args):])]
+    from pytensor.link.jax.dispatch import jax_typify
+
+    return jitted.lower(*(jax_typify(v) for v in values)).compile().as_text()
