@@ -61,7 +61,7 @@ CONFIGS = {
     # [ours] the test suite's smoke run: a tiny net in float64 on the fast-compiling backend
     "smoke": dict(steps=4, adam_factor=2, lrs=[2.0 ** -6, 2.0 ** -9], decay_fractions=[1.0, 0.5],
                   rungs=[(4, 1 / 2), (2, 1.0)], eval_every=2, eval_n=100, batch_size=50, widths=(8, 3),
-                  dtype="float64", n_train=200, backend="fast"),
+                  dtype="float64", n_train=200, backend="fast", measure_reps=2),
 }
 TOP_K = (10, 20)
 
@@ -87,8 +87,9 @@ def _backend(cfg: dict, method: str) -> str:
     return cfg.get("backend") or BACKENDS[method]
 
 
-def measure_steps(problem: str, cfg: dict, out: Path, reps: int = 20) -> dict:
+def measure_steps(problem: str, cfg: dict, out: Path) -> dict:
     """Clean step times on the problem's first batch (call on a quiet machine)."""
+    reps = cfg.get("measure_reps", 20)
     X, Y, loss, _ = _data(problem, cfg)
     n = min(cfg["batch_size"], len(X))
     Xb, Yb = X[:n], Y[:n]

@@ -113,3 +113,35 @@ def test_curves_long_smoke(tmp_path):
     assert s["final"]["kfra"]["steps"] == 6 and s["final"]["adam"]["steps"] == 20
     assert s["final"]["kfra_amortised"]["steps"] == 6 and s["amortised_at_kfra_updates"] is not None
     assert (tmp_path / "loss_vs_wall_time.png").exists() and (tmp_path / "summary.json").exists()
+
+
+def test_figures_smoke_successive_halving_and_resume(tmp_path):
+    """The long-run pipeline on CURVES: 4 Adam configurations to ½, the best 2 to the end, the second order at
+    defaults; a second call resumes (trains nothing); the summary has the issue's fields."""
+    from experiments.figures import main, problem_dir
+
+    main(["curves"], "smoke", tmp_path)
+    d = problem_dir(tmp_path, "curves")
+    s = json.loads((d / "summary.json").read_text())
+    assert {g["updates"] for g in s["adam_grid"]} == {4, 8}  # successive halving: 4 configurations to ½, 2 on
+    assert sum(g["updates"] == 8 for g in s["adam_grid"]) == 2
+    for m in ("kfra", "kfac", "adam_default", "adam_best"):
+        e = s["methods"][m]
+        assert {"updates", "train_seconds", "final_train_loss", "final_avg_train_loss", "step_seconds", "curve"} <= set(e)
+    assert s["methods"]["kfra"]["updates"] == 4 and s["methods"]["adam_best"]["updates"] == 8
+    assert set(s["comparison"]) == {"equal_updates", "equal_time", "time_to_target"}
+    stamp = (d / "kfra" / "log.csv").stat().st_mtime_ns
+    main(["curves"], "smoke", tmp_path)  # everything is there: nothing is trained again
+    assert (d / "kfra" / "log.csv").stat().st_mtime_ns == stamp
+    assert (d / "loss_vs_update.png").exists() and (d / "loss_vs_wall_time.png").exists()
+
+
+def test_scaling_model():
+    from experiments.scaling import DEVICES, model
+
+    r = model()
+    for rows in r["nets"].values():
+        kfra, amortised = rows["kfra"], rows["kfra, curvature every 5"]
+        assert kfra[0]["allreduce_s"] == 0 and all(p["allreduce_s"] > 0 for p in kfra[1:])
+        assert amortised[0]["allreduce_bytes"] < kfra[0]["allreduce_bytes"]  # factor statistics every 5 steps
+        assert [p["devices"] for p in kfra] == list(DEVICES)
