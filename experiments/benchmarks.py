@@ -174,6 +174,33 @@ def peers(X, reps: int) -> dict:
     return res
 
 
+def kfac_jax_status() -> str:
+    """Whether kfac-jax can run a step here (its version and JAX's, or the error): timed only when it can."""
+    if importlib.util.find_spec("kfac_jax") is None:
+        return "not installed"
+    import jax
+    import jax.numpy as jnp
+    import kfac_jax
+
+    def loss(params, x):
+        logits = jnp.matmul(x, params[0]) + params[1]
+        kfac_jax.register_sigmoid_cross_entropy_loss(logits, x)
+        return jnp.mean(jnp.sum(jnp.logaddexp(0, logits) - x * logits, axis=1))
+
+    params = (jnp.zeros((4, 4)), jnp.zeros(4))
+    x = jnp.ones((8, 4)) * 0.5
+    try:
+        opt = kfac_jax.Optimizer(value_and_grad_func=jax.value_and_grad(loss), l2_reg=0.0,
+                                 use_adaptive_learning_rate=True, use_adaptive_momentum=True,
+                                 use_adaptive_damping=True, initial_damping=1.0, multi_device=False,
+                                 num_burnin_steps=0)
+        key = jax.random.PRNGKey(0)
+        opt.step(params, opt.init(params, key, x), key, batch=x, global_step_int=0)
+    except Exception as err:  # an incompatible peer is reported, never fatal
+        return f"kfac-jax {kfac_jax.__version__} cannot step with jax {jax.__version__}: {type(err).__name__}: {err}"[:300]
+    return f"kfac-jax {kfac_jax.__version__} runs with jax {jax.__version__} (not timed by this script yet)"
+
+
 def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=None, batch: int = 1000,
          widths=AE, methods=("adam", "kfra", "kfra_amortised", "kfac", "hf", "kflr"), dim: int = 784,
          cold: bool | None = None) -> dict:
@@ -233,6 +260,9 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
                 what = "gradient" if theirs == "grad" else f"{theirs}_factors"
                 report["peers"][f"{mine}_step_over_backpack_{what}"] = (
                     ours[mine]["step_s"] / report["peers"][f"backpack_{theirs}_s"])
+        if "adam_step_over_backpack_gradient" in report["peers"]:  # BackPACK's gradient is a plain torch one
+            report["adam_over_torch_grad"] = report["peers"]["adam_step_over_backpack_gradient"]
+        report["peers"]["kfac_jax"] = kfac_jax_status()
     print_table(report)
     if json_path:
         from pathlib import Path
