@@ -53,7 +53,7 @@ def stage_outputs(opt, k: int):
     outs = [f0, *grads]
     if k == 1:
         return outs
-    factors, _ = stages.curvature(opt.chain, opt.loss, y, opt.method, opt.rng)
+    factors = stages.curvature(opt.chain, opt.loss, y, opt.method, opt._noise)
     if k == 2:
         return outs + [Q for Q, _ in factors]
     if k == 3:

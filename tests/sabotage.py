@@ -18,9 +18,9 @@ from pt_kfgn.optim import adaptation, damping, kfgn, stages
 name = sys.argv[1]
 orig_curv = stages.curvature
 if name == "G=I":
-    stages.curvature = lambda *a, **k: ([(Q, pt.eye(G.shape[0], dtype=G.dtype)) for Q, G in orig_curv(*a, **k)[0]], orig_curv(*a, **k)[1])
+    stages.curvature = lambda *a, **k: [(Q, pt.eye(G.shape[0], dtype=G.dtype)) for Q, G in orig_curv(*a, **k)]
 elif name == "Q=I":
-    stages.curvature = lambda *a, **k: ([(pt.eye(Q.shape[0], dtype=Q.dtype), G) for Q, G in orig_curv(*a, **k)[0]], orig_curv(*a, **k)[1])
+    stages.curvature = lambda *a, **k: [(pt.eye(Q.shape[0], dtype=Q.dtype), G) for Q, G in orig_curv(*a, **k)]
 elif name == "gamma=1e4":
     orig = stages.damped_inverse
     stages.damped_inverse = lambda f, eps: orig(f, pt.constant(1e4, dtype=eps.dtype) + 0 * eps)
