@@ -173,6 +173,9 @@ def _curve(run_dir: Path, step_s: float) -> list[dict]:
 
 
 def _at(curve: list[dict], x: float, key="step"):
+    """The training error at update (or second) ``x``; None when the run has not got that far."""
+    if not curve or curve[-1][key] < x - 1e-9:
+        return None
     pts = [r["train_loss"] for r in curve if r[key] <= x + 1e-9]
     return pts[-1] if pts else None
 

@@ -44,13 +44,19 @@ def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = 
             ax.plot(*zip(*batch), lw=0.8, alpha=0.35, color=line.get_color() if line else None,
                     label=None if line else f"{label} (batch loss)")
     ax.set_xlabel({"step": "updates", "wall_time": "wall-clock seconds"}.get(x, x))
-    ax.set_ylabel(f"{ylabel} (markers; dashed: averaged θ̄; faint: batch loss)")
+    ax.set_ylabel(ylabel)
+    ax.text(0.99, 0.99, "dashed: averaged θ̄; faint: batch loss", transform=ax.transAxes, ha="right", va="top",
+            fontsize=6, color="0.4")
     ax.set_yscale("log")
     ax.set_title(title)
-    if note:
-        fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    if note:
+        import textwrap
+
+        lines = textwrap.wrap(note, 120)
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.035 * len(lines))
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=6.5, color="0.35")
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
