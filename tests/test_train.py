@@ -134,3 +134,7 @@ def test_cli_rejects_bad_arguments_before_loading_or_compiling(tmp_path, monkeyp
     monkeypatch.setattr(pt_kfgn.data, "load_dataset", boom)
     assert main(["train", "--steps", "-3", "--out", str(tmp_path)]) == 2
     assert "steps must be an integer >= 0" in capsys.readouterr().err
+    assert main(["train", "--devices", "2", "--backend", "numba", "--out", str(tmp_path)]) == 2
+    assert "--devices needs --backend jax" in capsys.readouterr().err
+    assert main(["train", "--devices", "3", "--backend", "jax", "--batch-size", "1000", "--out", str(tmp_path)]) == 2
+    assert "must split evenly over --devices 3" in capsys.readouterr().err
