@@ -9,9 +9,9 @@ partitioner then turns each sum over the batch (the loss, the gradient, ``Āᵀ�
 solves, α*, the guarded update) runs replicated.  No data is moved by code of ours.
 
 The step's graph is the one-device graph, so a step on N devices equals a step on one device up to the
-order of floating-point summation (``tests/test_sharding.py``).  KFAC's samples come from the step's one
-RNG key, as on one device; with ``jax_threefry_partitionable`` (JAX's default since 0.5) each device generates
-its own rows of the sample without communication.
+order of floating-point summation (``tests/test_sharding.py``).  KFAC's sample noise is drawn on the host
+(:meth:`pt_kfgn.graph.losses.Loss.draw_noise`) and is a batch input like ``X``: each device gets the rows of
+its own datapoints, and the samples do not depend on the number of devices.
 
 Several hosts: call ``jax.distributed.initialize()`` in every process before building the optimiser, and pass
 a :class:`jax.sharding.Mesh` over ``jax.devices()`` (all hosts' devices) as ``devices``; each process then feeds
