@@ -183,3 +183,25 @@ def test_a_hand_written_loss_gives_the_builtin_curvature(builtin):
         pt_kfgn.kronecker_factors(net, user, X, Y, "kfac")
     opt = pt_kfgn.KFGN(net, user, "kfra")
     assert opt.step(X, Y)["accepted"]
+
+
+@pytest.mark.parametrize("builtin,noise", [("bce", "uniform"), ("mse", "normal")])
+def test_a_custom_sampler_sees_the_same_noise_as_the_builtin(builtin, noise):
+    """KFAC with a user's sampler ``(h, noise) -> ĝ`` written as the built-in one: the same factors, draw for draw."""
+    import pytensor.tensor as pt
+
+    from pt_kfgn.graph.custom_loss import CustomLoss
+
+    forms = {"bce": lambda h, y: (pt.log1p(pt.exp(h)) - y * h).sum(axis=1),
+             "mse": lambda h, y: 0.5 * ((h - y) ** 2).sum(axis=1)}
+    samplers = {"bce": lambda h, u: pt.sigmoid(h) - pt.cast(u < pt.sigmoid(h), h.dtype), "mse": lambda h, e: e}
+    user = CustomLoss(forms[builtin], name=f"sampled_{builtin}", sampler=samplers[builtin], noise=noise)
+    net = _net("smooth", builtin)
+    X, Y = make_batch(builtin, 6, 4, 3)
+    for _ in range(2):  # two draws from each generator (seed 5)
+        ref = pt_kfgn.kronecker_factors(net, builtin, X, Y, "kfac", seed=5)
+        got = pt_kfgn.kronecker_factors(net, user, X, Y, "kfac", seed=5)
+        for (Q, G), (Qu, Gu) in zip(ref, got):
+            np.testing.assert_allclose(Gu, G, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="noise must be"):
+        CustomLoss(forms[builtin], sampler=samplers[builtin], noise="gumbel")
