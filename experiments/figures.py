@@ -256,7 +256,30 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
     }
     (d / "summary.json").write_text(json.dumps(summary, indent=2))
     plot(d, curves, bands, methods, X_label, cfg)
+    (d / "table.md").write_text(markdown_table(summary))
     return summary
+
+
+def markdown_table(summary: dict) -> str:
+    """The README's table for one problem: final error, θ̄, updates, wall clock, the error at the second-order
+    run's updates and seconds, and the time to reach Adam-best's final error as a fraction of Adam-best's."""
+    comp, methods = summary["comparison"], summary["methods"]
+    n, t = comp["equal_updates"]["updates"], comp["equal_time"]["seconds"]
+    fmt = lambda v, f="{:.4g}": "–" if v is None else f.format(v)
+    head = (f"| {summary['dataset']} | final error | θ̄ | updates | wall clock | at update {n} | at {fmt(t, '{:.0f}')} s "
+            f"| time to Adam-best's final error |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    target = comp["time_to_target"]
+    for m, e in methods.items():
+        if "curve" not in e:
+            continue
+        hit = target.get(m)
+        tt = "–" if m not in target or target["target"] is None else ("not reached" if hit is None else
+                                           f"{hit['seconds']:.0f} s ({hit['fraction_of_adam_best']:.0%})")
+        lines.append(f"| {m.replace('_', ' ')} | {fmt(e['final_train_loss'])} | {fmt(e.get('final_avg_train_loss'))} | "
+                     f"{e['updates']} | {e['wall_seconds']:.0f} s | {fmt(comp['equal_updates'].get(m))} | "
+                     f"{fmt(comp['equal_time'].get(m))} | {tt} |")
+    return "\n".join(lines) + "\n"
 
 
 def load_label(problem: str) -> str:

@@ -134,6 +134,7 @@ def test_figures_smoke_successive_halving_and_resume(tmp_path):
     main(["curves"], "smoke", tmp_path)  # everything is there: nothing is trained again
     assert (d / "kfra" / "log.csv").stat().st_mtime_ns == stamp
     assert (d / "loss_vs_update.png").exists() and (d / "loss_vs_wall_time.png").exists()
+    assert "| kfra | " in (d / "table.md").read_text()
 
 
 def test_scaling_model():
