@@ -100,7 +100,8 @@ def halving_schedule(lr0: float, t: int, decay_period: float | None) -> float:
 class FirstOrder(Optimizer):
     """A first-order rule behind the common ``step(X, Y)`` interface, with weight decay η.
 
-    A step whose loss or gradient is not finite leaves every shared variable unchanged.
+    A step whose loss or gradient is not finite leaves every shared variable unchanged.  ``backend`` and
+    ``devices`` as for every optimiser (:class:`pt_kfgn.optim.kfgn.KFGN`).
     """
 
     def __init__(self, net, loss, rule: str = "adam", lr: float | None = None, decay_period=None,

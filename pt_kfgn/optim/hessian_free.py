@@ -33,8 +33,9 @@ class HessianFree(Optimizer):
 
     Parameters
     ----------
-    net, loss, backend
-        As for every optimiser.
+    net, loss, backend, devices
+        As for every optimiser (:class:`pt_kfgn.optim.kfgn.KFGN`); on several devices CG's products and the
+        line search's losses run sharded, CG itself on the host.
     lam : float
         Initial λ, 45 [Martens 2010].
     eta : float

@@ -85,9 +85,12 @@ class KFGN(Optimizer):
     max_rejections : int
         Consecutive rejected steps before :class:`StalledError`, 20 [ours].
     seed : int
-        KFAC's sampler seed.
+        KFAC's sampler seed (its noise is drawn on the host, :meth:`pt_kfgn.graph.losses.Loss.draw_noise`).
     backend : str, optional
         See :mod:`pt_kfgn.backend`.
+    devices : int or jax.sharding.Mesh, optional
+        With ``backend="jax"``: split each batch over this many devices, state replicated
+        (:mod:`pt_kfgn.sharding`); the batch size must be divisible by the device count.
     """
 
     name = "kfgn"
