@@ -212,13 +212,16 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
     finished = sorted((g for g in grid if g["updates"] >= total), key=lambda g: g["final_train_loss"])
     longest = max((g["updates"] for g in grid), default=0)
     ranked = sorted((g for g in grid if g["updates"] == longest), key=lambda g: g["final_train_loss"])
-    best = (finished or ranked or [None])[0]
+    # Adam-best and the top-k only once every configuration has run the first rung: before, they are not
+    first_rung = max(1, round(cfg["rungs"][0][1] * total))
+    grid_ready = len(grid) == len(adam_grid(cfg)) and all(g["updates"] >= first_rung for g in grid)
+    best = (finished or ranked or [None])[0] if grid_ready else None
     if best is not None:
         curves["adam_best"] = best["curve"]
         methods["adam_best"] = {**entry(best["curve"], f"adam/{best['tag']}", step_s["adam"]),
                                 "lr": best["lr"], "decay_period": best["decay_period"], "tag": best["tag"]}
     bands = {}
-    for k in TOP_K:  # the mean of the top-k over the updates that at least k configurations reached
+    for k in TOP_K if grid_ready else ():  # the top-k mean over the updates that at least k configurations reached
         reach = sorted({g["updates"] for g in grid}, reverse=True)
         upto = next((u for u in reach if sum(g["updates"] >= u for g in grid) >= k), None)
         if upto is None:
@@ -253,6 +256,7 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
                      "second_order": "default settings, no tuning", "hidden": "tanh [ours]"},
         "step_seconds": steps_json, "methods": methods, "comparison": comparison,
         "adam_grid": [{k: v for k, v in g.items() if k != "curve"} for g in grid],
+        "adam_grid_progress": f"{len(grid)} of {len(adam_grid(cfg))} configurations started",
     }
     (d / "summary.json").write_text(json.dumps(summary, indent=2))
     plot(d, curves, bands, methods, X_label, cfg)
