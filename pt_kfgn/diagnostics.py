@@ -13,7 +13,7 @@ import pytensor.tensor as pt
 
 from pt_kfgn.backend import compile_function, floatx
 from pt_kfgn.curvature.factors import kronecker_factors
-from pt_kfgn.graph.losses import new_rng
+from pt_kfgn.graph.losses import new_rng, noise_input
 from pt_kfgn.optim.base import regularised_objective
 from pt_kfgn.optim.cg import GNOperator
 from pt_kfgn.optim.damping import exact_kron_solve, kron_solve, layer_matrix
@@ -37,7 +37,7 @@ class Alignment:
             _, f = regularised_objective(loss, chain, y, eta)
             grads = pt.grad(f, chain.params)
             outs = list(grads)
-            self._noise = pt.matrix("kfac_noise", dtype=net.dtype)  # KFAC's samples (Loss.draw_noise)
+            self._noise = noise_input(net.dtype)  # KFAC's samples (Loss.draw_noise)
             self._rng = new_rng(seed)
             for m in methods:
                 pairs = kronecker_factors(chain, loss, y, m, self._noise if m == "kfac" else None)

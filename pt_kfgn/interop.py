@@ -18,7 +18,7 @@ from pt_kfgn.curvature.factors import kronecker_factors as _factors
 from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.custom_loss import CustomLoss
 from pt_kfgn.graph.layers import check_batch
-from pt_kfgn.graph.losses import get_loss, new_rng
+from pt_kfgn.graph.losses import get_loss, new_rng, noise_input
 
 
 def _compiled(net, loss, what: str, seed=None):
@@ -35,7 +35,7 @@ def _build(net, loss, what, seed):
     chain = layer_chain(net.output)
     y = pt.matrix("Y", dtype=net.dtype)
     if what == "kfac":  # the noise of the samples is an input, drawn from a Generator kept with the function
-        noise, rng = pt.matrix("kfac_noise", dtype=net.dtype), new_rng(seed)
+        noise, rng = noise_input(net.dtype), new_rng(seed)
         fn = compile_function([net.X, y, noise], [m for pair in _factors(chain, loss, y, what, noise) for m in pair])
         return lambda X, Y: fn(X, Y, loss.draw_noise(rng, len(X), net.sizes[-1], net.dtype))
     if what in METHODS:

@@ -138,8 +138,12 @@ def test_figures_smoke_successive_halving_and_resume(tmp_path):
 
 
 def test_scaling_model():
-    from experiments.scaling import DEVICES, model
+    from experiments.scaling import DEVICES, NETS, allreduce_bytes, model
+    from pt_kfgn.graph.layers import build_net
 
+    sizes = NETS["paper autoencoder 784-1000-500-250-30-…-784"]
+    net = build_net(784, 784, sizes[1:5], "tanh", 0, "float32", True)  # Adam all-reduces exactly the gradient
+    assert allreduce_bytes("adam", sizes, 1) == 4 * sum(p.get_value().size for p in net.flat_params)
     r = model()
     for rows in r["nets"].values():
         kfra, amortised = rows["kfra"], rows["kfra, curvature every 5"]

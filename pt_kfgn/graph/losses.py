@@ -327,3 +327,8 @@ def get_loss(loss) -> Loss:
 def new_rng(seed: int | None = 0) -> np.random.Generator:
     """The numpy Generator of KFAC's noise (:meth:`Loss.draw_noise`)."""
     return np.random.default_rng(seed)
+
+
+def noise_input(dtype: str):
+    """The symbolic noise matrix of KFAC's samples, an input of the compiled function (see :meth:`Loss.draw_noise`)."""
+    return pt.matrix("kfac_noise", dtype=dtype)

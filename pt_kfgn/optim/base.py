@@ -40,7 +40,6 @@ class Optimizer:
         self.params = self.chain.params
         self.y = pt.matrix("Y", dtype=net.dtype)
         self.backend = check_backend(backend)
-        self.devices = devices
         self.mesh = check_devices(devices, self.backend)  # None: one device (pt_kfgn.sharding)
         self.t = 0  # steps taken (accepted or rejected)
         self.rejected = 0

@@ -30,7 +30,7 @@ from pytensor.graph.replace import clone_replace
 
 from pt_kfgn.backend import floatx
 from pt_kfgn.curvature.factors import METHODS, check_memory
-from pt_kfgn.graph.losses import new_rng
+from pt_kfgn.graph.losses import new_rng, noise_input
 from pt_kfgn.optim import adaptation as rules
 from pt_kfgn.optim import schedule, stages
 from pt_kfgn.optim.base import Optimizer, regularised_objective
@@ -133,7 +133,8 @@ class KFGN(Optimizer):
         self.gamma = pytensor.shared(np.asarray(rules.clip(gamma, rules.GAMMA_BOUNDS), dtype=fx), name="gamma")
         # KFAC: the noise of its samples is drawn here (numpy) and enters the step as an input, like the batch
         self.noise_rng = new_rng(seed) if method == "kfac" else None
-        self._noise = pt.matrix("kfac_noise", dtype=net.dtype) if method == "kfac" else None
+        self._noise = noise_input(net.dtype) if method == "kfac" else None
+        self._no_noise = None  # the zeros passed to step kinds that reuse cached factors (no samples drawn)
         self.averaged = [pytensor.shared(p.get_value().copy(), name=f"avg_{p.name}") for p in self.params]
         # the rollback copy: θ and θ̄ before the last applied update (only needed without a trial every step)
         self._rollback = trial_every != 1
@@ -226,11 +227,18 @@ class KFGN(Optimizer):
         batch = [X, y] if self._noise is None else [X, y, self._noise]
         return self.compile_step([*batch, k_ema, zeta_t], outs, updates=updates, batch_inputs=len(batch))
 
-    def _inputs(self, X, Y, k, zeta_t) -> tuple:
-        """The step function's arguments; KFAC's noise is drawn for every call (fresh samples per try)."""
+    def _inputs(self, kind, X, Y, k, zeta_t) -> tuple:
+        """The step function's arguments.  KFAC's noise is drawn for every call of a kind that computes fresh
+        factors (fresh samples per try); the kinds that reuse cached factors get zeros and draw nothing."""
         if self.noise_rng is None:
             return X, Y, k, zeta_t
-        noise = self.loss.draw_noise(self.noise_rng, len(X), self.net.sizes[-1], self.net.dtype)
+        if kind[0]:
+            noise = self.loss.draw_noise(self.noise_rng, len(X), self.net.sizes[-1], self.net.dtype)
+        else:
+            shape = (len(X), self.loss.noise_columns(self.net.sizes[-1]))
+            if self._no_noise is None or self._no_noise.shape != shape:
+                self._no_noise = np.zeros(shape, self.net.dtype)
+            noise = self._no_noise
         return X, Y, noise, k, zeta_t
 
     def _fn(self, kind: tuple):
@@ -253,7 +261,7 @@ class KFGN(Optimizer):
                 progress(f"compiling step kind {i + 1}/{len(kinds)} {schedule.describe(kind)}")
             fn = self._fn(kind)
             if warm:
-                fn(*self._inputs(X, Y, 0.0, 0.0))
+                fn(*self._inputs(kind, X, Y, 0.0, 0.0))
                 self._contiguous_state()
         if warm:
             self.load_state_dict(state)
@@ -271,7 +279,7 @@ class KFGN(Optimizer):
         for attempt in range(self.retries + 1):
             kind = schedule.next_kind(self)
             k = rules.ema_weight(self._refreshes + 1, self.ema)
-            out = self._fn(kind)(*self._inputs(X, Y, k, zeta_t))
+            out = self._fn(kind)(*self._inputs(kind, X, Y, k, zeta_t))
             self._contiguous_state()
             Ebar, f0, f_new, alpha, dM, rho, status, _gamma = out[:8]
             rolled_back = rolled_back or (len(out) > 8 and bool(out[8]))
