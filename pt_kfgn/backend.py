@@ -66,6 +66,9 @@ def compile_function(inputs, outputs, updates=None, backend: str | None = None, 
         from pt_kfgn.sharding import sharded_mode
 
         mode = sharded_mode(mesh, n_batch_inputs=batch_inputs)
+    from pt_kfgn.graph.gram import register
+
+    register(name)  # the symmetric product AᵀA (pt_kfgn.graph.gram)
     if name == "numba":  # float32 tanh as a vectorisable rational function (pt_kfgn.fast_math) [ours]
         from pt_kfgn import fast_math
 

@@ -21,6 +21,7 @@ fused into the surrounding loops.
 from __future__ import annotations
 
 import hashlib
+import inspect
 
 import numpy as np
 import pytensor.scalar as ps
@@ -80,7 +81,8 @@ def register_numba() -> None:
     p0, p1, p2, p3, p4 = (np.float32(c) for c in P)
     q0, q1, q2, q3, q4 = (np.float32(c) for c in Q)
     lo, hi, scale, one = np.float32(-CLIP), np.float32(CLIP), np.float32(1.0 / CLIP ** 2), np.float32(1.0)
-    key = hashlib.sha256(repr(("pt_kfgn.RationalTanh", 1, P, Q, CLIP)).encode()).hexdigest()
+    # the numba cache key: this function's source (constants included), so an edit is never loaded stale
+    key = hashlib.sha256((inspect.getsource(register_numba) + repr((P, Q, CLIP))).encode()).hexdigest()
 
     @register_funcify_and_cache_key(RationalTanh)
     def _funcify(op, node, **kwargs):

@@ -14,6 +14,7 @@ import pytensor.tensor as pt
 
 from pt_kfgn.curvature.recursions import backprop_average, backprop_per_sample, backprop_sqrt, batch_size
 from pt_kfgn.graph.chain import LayerChain
+from pt_kfgn.graph.gram import gram
 from pt_kfgn.graph.losses import Loss
 
 METHODS = ("kflr", "kfra", "kfac", "exact")
@@ -61,15 +62,14 @@ def augmented_input(layer):
 def input_factor(layer):
     """``Q_λ = E[ā ā^T] = Āᵀ Ā / N`` (eq. 21)."""
     A = augmented_input(layer)
-    return pt.dot(A.T, A) / batch_size(A)
+    return gram(A) / batch_size(A)
 
 
 def _gram(S):
     """``(1/N) Σ_{n,r} S[n, r] S[n, r]ᵀ`` for S (N, r, d) or (N, d) (eq. 25)."""
     if S.ndim == 2:
-        return pt.dot(S.T, S) / batch_size(S)
-    S2 = S.reshape((-1, S.shape[2]))  # (N r, d), the -1 as in recursions.backprop_sqrt (JAX)
-    return pt.dot(S2.T, S2) / batch_size(S)
+        return gram(S) / batch_size(S)
+    return gram(S.reshape((-1, S.shape[2]))) / batch_size(S)  # (N r, d), the -1 as in backprop_sqrt (JAX)
 
 
 def output_factors(chain: LayerChain, loss: Loss, y, method: str, noise=None):

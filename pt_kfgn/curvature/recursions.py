@@ -19,6 +19,7 @@ from __future__ import annotations
 import pytensor.tensor as pt
 
 from pt_kfgn.graph.chain import LayerChain, transfer_derivatives
+from pt_kfgn.graph.gram import gram
 
 
 def batch_size(x):
@@ -63,7 +64,7 @@ def backprop_average(chain: LayerChain, G_L):
     def push(G, W, layer):
         d1, _ = transfer_derivatives(layer)
         WG = W * G[None, :] if G.ndim == 1 else pt.dot(W, G)
-        return pt.dot(WG, W.T) * (pt.dot(d1.T, d1) / batch_size(d1))
+        return pt.dot(WG, W.T) * (gram(d1) / batch_size(d1))
 
     states = _backward(chain, G_L, push)
     if G_L.ndim == 1:
