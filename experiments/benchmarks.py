@@ -38,6 +38,8 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5) -> float:
     KFGN: gradient, ``Q`` factors, output factors, Cholesky factorisations and their two-sided solves,
     the forward-mode product for α*, and the trial forward pass on every T₁-th step; with ``every`` > 1
     (amortised curvature) the factors and factorisations every ``every`` steps, the solves every step.
+    The Gram products ``ĀᵀĀ``, ``E[f′f′ᵀ]`` and ``SᵀS`` count as the symmetric rank-k updates they run as
+    (:mod:`pt_kfgn.graph.gram`: ``N d (d + 1)`` for a ``d × d`` result).
     """
     dims = layer_dims(sizes)
     fwd = sum(2 * N * a * b for a, b in dims)
@@ -46,20 +48,20 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5) -> float:
         return grad
     if method == "hf":
         return grad + 10 * (2 * fwd + 2 * fwd)  # 10 CG iterations of a GN product (R-op + L-op)
-    Q = sum(2 * N * (a + 1) ** 2 for a, _ in dims)
+    Q = sum(N * (a + 1) * (a + 2) for a, _ in dims)
     chol = sum(((a + 1) ** 3 + b ** 3) / 3 for a, b in dims)
     solves = sum(2 * (a + 1) ** 2 * b + 2 * b ** 2 * (a + 1) for a, b in dims)
     extra = 2 * fwd + fwd / T1  # R-op for α*, trial forward on T₁ steps
     if method.startswith("kfra"):
-        # first push with a diagonal E[H_L]: (W⊙g)Wᵀ; later pushes W G Wᵀ; E[f'f'ᵀ] as a GEMM
+        # first push with a diagonal E[H_L]: (W⊙g)Wᵀ; later pushes W G Wᵀ; E[f'f'ᵀ] symmetric
         a_L, b_L = dims[-1]
         G = 2 * a_L * a_L * b_L + sum(2 * b * b * a + 2 * b * a * a for a, b in dims[1:-1])
-        G += sum(2 * N * a * a for a, _ in dims[1:])
+        G += sum(N * a * (a + 1) for a, _ in dims[1:])
     elif method == "kfac":
-        G = sum(2 * N * a * b for a, b in dims[1:]) + sum(2 * N * b * b for _, b in dims)
+        G = sum(2 * N * a * b for a, b in dims[1:]) + sum(N * b * (b + 1) for _, b in dims)
     else:  # kflr with r outputs
         r = sizes[-1]
-        G = sum(2 * N * r * a * b for a, b in dims[1:]) + sum(2 * N * r * b * b for _, b in dims)
+        G = sum(2 * N * r * a * b for a, b in dims[1:]) + sum(N * r * b * (b + 1) for _, b in dims)
     return grad + (Q + G + chol) / every + solves + extra
 
 
