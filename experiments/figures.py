@@ -235,12 +235,15 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
         bands[f"Adam top-{k} (min–max)"] = cut
     second = PROBLEMS[problem]["methods"]
     n2 = cfg["steps"]
-    t_ref = methods[second[0]]["wall_seconds"] if second[0] in methods else None
+    # equal wall-clock time: the earliest end among the compared runs, so every one of them has a value there
+    ends = {m: methods[m]["wall_seconds"] for m in [*second, "adam_best", "adam_default"] if m in methods}
+    t_first = min(ends, key=ends.get) if ends else None
+    t_ref = ends[t_first] if ends else None
     target = methods["adam_best"]["final_train_loss"] if "adam_best" in methods else None
     t_best = curves["adam_best"][-1]["wall_time"] if "adam_best" in curves else None
     comparison = {
         "equal_updates": {"updates": n2, **{m: _at(c, n2) for m, c in curves.items()}},
-        "equal_time": {"seconds": t_ref, "of": second[0],
+        "equal_time": {"seconds": t_ref, "of": t_first,
                        **({m: _at(c, t_ref, "wall_time") for m, c in curves.items()} if t_ref else {})},
         "time_to_target": {"target": target, "adam_best_seconds": t_best, **{
             m: (None if target is None or _time_to(curves[m], target) is None else
@@ -266,7 +269,8 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
 
 def markdown_table(summary: dict) -> str:
     """The README's table for one problem: final error, θ̄, updates, wall clock, the error at the second-order
-    run's updates and seconds, and the time to reach Adam-best's final error as a fraction of Adam-best's."""
+    runs' update count and at the earliest end among the compared runs (equal wall-clock time), and the time to
+    reach Adam-best's final error as a fraction of Adam-best's."""
     comp, methods = summary["comparison"], summary["methods"]
     n, t = comp["equal_updates"]["updates"], comp["equal_time"]["seconds"]
     fmt = lambda v, f="{:.4g}": "–" if v is None else f.format(v)
