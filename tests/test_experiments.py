@@ -130,6 +130,10 @@ def test_figures_smoke_successive_halving_and_resume(tmp_path):
         assert {"updates", "train_seconds", "final_train_loss", "final_avg_train_loss", "step_seconds", "curve"} <= set(e)
     assert s["methods"]["kfra"]["updates"] == 4 and s["methods"]["adam_best"]["updates"] == 8
     assert set(s["comparison"]) == {"equal_updates", "equal_time", "time_to_target"}
+    compared = ("kfra", "kfac", "adam_default", "adam_best")  # equal time: the earliest end, where all have a value
+    eq = s["comparison"]["equal_time"]
+    assert eq["seconds"] == min(s["methods"][m]["wall_seconds"] for m in compared)
+    assert all(eq[m] is not None for m in compared)
     stamp = (d / "kfra" / "log.csv").stat().st_mtime_ns
     main(["curves"], "smoke", tmp_path)  # everything is there: nothing is trained again
     assert (d / "kfra" / "log.csv").stat().st_mtime_ns == stamp
