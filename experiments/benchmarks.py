@@ -37,7 +37,9 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5) -> float:
 
     KFGN: gradient, ``Q`` factors, output factors, Cholesky factorisations and their two-sided solves,
     the forward-mode product for α*, and the trial forward pass on every T₁-th step; with ``every`` > 1
-    (amortised curvature) the factors and factorisations every ``every`` steps, the solves every step.
+    (amortised curvature) the factors, factorisations and explicit inverses (a triangular solve against the
+    identity and a symmetric product, ``2 n³`` per factor) every ``every`` steps and the two GEMMs that apply
+    them every step (as many FLOPs as the two-sided triangular solves).
     The Gram products ``ĀᵀĀ``, ``E[f′f′ᵀ]`` and ``SᵀS`` count as the symmetric rank-k updates they run as
     (:mod:`pt_kfgn.graph.gram`: ``N d (d + 1)`` for a ``d × d`` result).
     """
@@ -62,7 +64,8 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5) -> float:
     else:  # kflr with r outputs
         r = sizes[-1]
         G = sum(2 * N * r * a * b for a, b in dims[1:]) + sum(N * r * b * (b + 1) for _, b in dims)
-    return grad + (Q + G + chol) / every + solves + extra
+    inverses = sum(2 * ((a + 1) ** 3 + b ** 3) for a, b in dims) if every > 1 else 0
+    return grad + (Q + G + chol + inverses) / every + solves + extra
 
 
 def gemm_gflops(n: int, dtype, reps: int = 20) -> float:

@@ -225,6 +225,49 @@ def test_amortised_curvature_reuses_the_factors_of_the_last_refresh():
                                rtol=1e-8)
 
 
+def test_no_step_kind_embeds_a_matrix_constant():
+    """Numba does not cache a compiled function that holds a large constant array, so a constant matrix that
+    grows with the layers (``pt.eye`` of a factor's static size, folded) makes every process recompile every
+    step kind (≈ 40 s each on the MNIST autoencoder).  Only scalars, vectors and (1, 1) broadcasts may be
+    constants.
+
+    Caught: the amortised inverse built from ``pt.eye`` (constants of shape (3, 3), (5, 5), (6, 6))."""
+    from pytensor.graph.basic import Constant
+
+    from pt_kfgn.optim import schedule
+
+    net = pt_kfgn.mlp([4, 5, 3], ["tanh", "identity"], seed=0)
+    opt = KFGN(net, "bce", "kfra", curvature_every=3, inverse_every=2, T2=4)  # as the resume test: cached
+    for kind in schedule.all_kinds(opt):
+        fgraph = opt._fn(kind).maker.fgraph
+        shapes = {np.shape(c.data) for node in fgraph.apply_nodes for c in node.inputs if isinstance(c, Constant)}
+        assert all(len(sh) < 2 or np.prod(sh) == 1 for sh in shapes), (kind, shapes)
+
+
+def test_a_checkpoint_that_cached_cholesky_factors_recomputes_the_inverses():
+    """Checkpoints before the explicit inverses cached Cholesky factors in the same shapes: used as inverses they
+    would give a wrong direction, so loading one warns and the next step computes fresh inverses.
+
+    Caught: the marker ignored (the old cache reused as inverses)."""
+    from pt_kfgn.optim import schedule
+
+    net = pt_kfgn.mlp([4, 5, 3], ["tanh", "identity"], seed=0)
+    X, Y = make_batch("bce", 8, 4, 3)
+    opt = KFGN(net, "bce", "kfra", curvature_every=3, inverse_every=3, gamma_search=False)
+    opt.step(X, Y)
+    state = opt.state_dict()
+    opt.t += 1  # what step() does before choosing the kind
+    assert not schedule.next_kind(opt)[1]  # step 2 reuses the cached inverses
+    opt.load_state_dict(state)
+    opt.t += 1
+    assert not schedule.next_kind(opt)[1]  # a current checkpoint keeps the cache
+    del state["hyper"]["cached_inverse"]
+    with pytest.warns(UserWarning, match="Cholesky factors"):
+        opt.load_state_dict(state)
+    opt.t += 1
+    assert schedule.next_kind(opt)[1]
+
+
 @pytest.mark.parametrize("kwargs", [{"ema": 0.9, "T2": 4, "T1": 2}, {"curvature_every": 3, "inverse_every": 2, "T2": 4}])
 def test_state_dict_resume_is_bit_identical_across_gamma_search_ema_and_caches(kwargs):
     """Crossing the γ search (T₂ = 4) with the EMA or the amortised caches mid-cycle."""

@@ -2,13 +2,18 @@
 
 In the Lasagne layout a layer's gradient is the matrix ``∇ = vstack([∇W, ∇b])`` of shape
 ``(d_in + 1, d_out)`` and ``(Q ⊗ G) vec(V) = vec(Q V G)`` for ``vec`` = C-order ravel; hence
-``(Q_d ⊗ G_d)⁻¹ vec(∇) = vec(Q_d⁻¹ ∇ G_d⁻¹)``: two Cholesky solves, no explicit inverse.
+``(Q_d ⊗ G_d)⁻¹ vec(∇) = vec(Q_d⁻¹ ∇ G_d⁻¹)``: two Cholesky solves, no explicit inverse, on the steps that
+factorise anyway (the paper's step).  Amortised inverses [ours] keep the explicit inverses ``Q_d⁻¹, G_d⁻¹``
+instead, so that the steps which reuse them apply them by two GEMMs: on the MNIST autoencoder (float32, 2-core
+CPU, Numba) 41 ms against 86 ms for the triangular solves, for 36 ms more on the step that computes them.
 """
 
 from __future__ import annotations
 
 import pytensor.tensor as pt
-from pytensor.tensor.linalg import cho_solve, cholesky, eigh
+from pytensor.tensor.linalg import cho_solve, cholesky, eigh, solve_triangular
+
+from pt_kfgn.graph.gram import gram
 
 
 def trace_norm_pi(Q, G):
@@ -49,6 +54,30 @@ def cholesky_kron_solve(Lq, Lg, grad):
     """``(L_Q L_Qᵀ)⁻¹ grad (L_G L_Gᵀ)⁻¹``, i.e. ``(Q_d ⊗ G_d)⁻¹ vec(grad)``: two Cholesky solves."""
     left = cho_solve((Lq, True), grad)  # Q_d⁻¹ ∇
     return cho_solve((Lg, True), left.T).T  # (G_d⁻¹ (Q_d⁻¹ ∇)ᵀ)ᵀ = Q_d⁻¹ ∇ G_d⁻¹
+
+
+def cholesky_inverse(L):
+    """``(L Lᵀ)⁻¹ = L⁻ᵀ L⁻¹ = gram(L⁻¹)`` from a lower Cholesky factor: one triangular solve against the
+    identity and one symmetric rank-k product, so the inverse is exactly symmetric.  NaN in ``L`` (a failed
+    factorisation) gives NaN.
+
+    The identity is built at run time (zeros plus a diagonal): with the static shapes of the optimiser's
+    caches, ``pt.eye`` would be folded into a constant array, and Numba does not cache a function holding a
+    large constant, so every step kind would recompile from scratch in every process (≈ 40 s each on the MNIST
+    autoencoder, measured).
+    """
+    eye = add_to_diagonal(pt.zeros_like(L), 1)
+    return gram(solve_triangular(L, eye, lower=True, check_finite=False))
+
+
+def damped_inverses(Q, G, eps):
+    """The explicit inverses ``(Q_d⁻¹, G_d⁻¹)`` of the damped factors (eq. 36), through their Cholesky factors."""
+    return tuple(cholesky_inverse(L) for L in damped_cholesky(Q, G, eps))
+
+
+def inverse_kron_apply(Qi, Gi, grad):
+    """``Qi grad Gi``, i.e. ``(Q_d ⊗ G_d)⁻¹ vec(grad)`` from explicit inverses: two GEMMs."""
+    return pt.dot(pt.dot(Qi, grad), Gi)
 
 
 def kron_solve(Q, G, grad, eps):

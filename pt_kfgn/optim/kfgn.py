@@ -8,7 +8,8 @@ across steps) → damped Cholesky factors → direction ``δ = −Ĉ⁻¹∇f`` 
 * every ``T₁``-th step also evaluates the trial loss ``f(θ + α*δ)`` for ``ρ`` and the LM rule (eq. 42);
 * every ``T₂``-th step solves for three γ and keeps the best (eq. 43);
 * with ``curvature_every``/``inverse_every`` > 1 (amortised curvature [ours, as kfac-jax]) the steps in
-  between reuse the factors / Cholesky factors cached in shared variables.
+  between reuse the factors / the damped inverses cached in shared variables (kept as explicit inverses, so
+  that a reusing step applies them by GEMMs instead of triangular solves).
 
 **Guarantee.**  A step is applied only if the loss at θ, the direction, ``α*`` and the model change are
 finite and the model predicts a decrease (and, on ``T₁`` steps, the trial loss is finite).  A step that
@@ -22,6 +23,7 @@ stops with :class:`StalledError`, naming the cause.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytensor
@@ -78,7 +80,7 @@ class KFGN(Optimizer):
     trial_every : {"T1", 1}
         Evaluate the trial loss on the ``T₁`` steps that need ρ (paper, default) or on every step [ours].
     curvature_every, inverse_every : int
-        Recompute the factors / their damped Cholesky factors every k steps (1 = every step, the paper);
+        Recompute the factors / their damped inverses every k steps (1 = every step, the paper);
         ``inverse_every`` is at most ``curvature_every`` [ours, as kfac-jax's update periods].
     retries : int
         Retries of a rejected step on the same batch with raised damping, 2 [ours].
@@ -141,17 +143,17 @@ class KFGN(Optimizer):
         self._prev = ([pytensor.shared(v.get_value().copy(), name=f"prev_{v.name}")
                        for v in (*self.params, *self.averaged)] if self._rollback else [])
         self._has_prev = pytensor.shared(np.asarray(0, "int8"), name="has_prev")
-        # cached factors (EMA or amortised curvature) and cached Cholesky factors (amortised inverses)
+        # cached factors (EMA or amortised curvature) and cached damped inverses (amortised inverses)
         layer_shapes = [((W.get_value().shape[0] + 1,) * 2, (W.get_value().shape[1],) * 2)
                         for W in self.params[::2]]
         cache = ema > 0 or curvature_every > 1
         shapes = [s for pair in layer_shapes for s in pair]  # static shapes: JAX needs them (arange)
         self._factor_state = [pytensor.shared(np.zeros(s, fx), name=f"factor_{k}", shape=s)
                               for k, s in enumerate(shapes)] if cache else []
-        self._inverse_state = [pytensor.shared(np.zeros(s, fx), name=f"chol_{k}", shape=s)
+        self._inverse_state = [pytensor.shared(np.zeros(s, fx), name=f"inverse_{k}", shape=s)
                                for k, s in enumerate(shapes)] if inverse_every > 1 else []
         self._refreshes = 0  # accepted steps that computed fresh factors (the EMA's step count)
-        self._inverse_gamma = math.nan  # γ the cached Cholesky factors hold (NaN: no cache yet)
+        self._inverse_gamma = math.nan  # γ the cached inverses hold (NaN: no cache yet)
         self.consecutive_rejections = 0
         self._fns = {}
 
@@ -180,17 +182,19 @@ class KFGN(Optimizer):
         gammas = [self.gamma] if n_gamma == 1 else [
             pt.clip(self.gamma * omega2, *rules.GAMMA_BOUNDS), self.gamma,
             pt.clip(self.gamma / omega2, *rules.GAMMA_BOUNDS)]
+        # amortised inverses are kept explicit, so that the steps reusing them apply two GEMMs per layer
+        explicit = bool(self._inverse_state)
         candidates = []
         for g in gammas:
             if self.method == "blockdiag-exact":
                 deltas = stages.direction(factors, grads, exact_blocks_eps=g + eta)
                 inverse = []
             elif refresh_inverse or n_gamma > 1:
-                inverse = stages.damped_inverse(factors, g + eta)
-                deltas = stages.direction(inverse, grads)
+                inverse = stages.damped_inverse(factors, g + eta, explicit)
+                deltas = stages.direction(inverse, grads, explicit=explicit)
             else:
                 inverse = [tuple(self._inverse_state[2 * i:2 * i + 2]) for i in range(len(factors))]
-                deltas = stages.direction(inverse, grads)
+                deltas = stages.direction(inverse, grads, explicit=True)
             model = stages.quadratic_model(self.chain, self.loss, y, params, grads, deltas, self.lam, eta,
                                            self.alpha_max)
             candidates.append((deltas, model, inverse))
@@ -217,8 +221,8 @@ class KFGN(Optimizer):
                 updates[s] = pt.switch(ok, m, s)
         if self._inverse_state and (refresh_inverse or n_gamma > 1):
             flat = [[m for pair in c[2] for m in pair] for c in candidates]
-            chol = flat[0] if best is None else [pt.stack([f[j] for f in flat])[best] for j in range(len(flat[0]))]
-            for s, m in zip(self._inverse_state, chol):
+            chosen = flat[0] if best is None else [pt.stack([f[j] for f in flat])[best] for j in range(len(flat[0]))]
+            for s, m in zip(self._inverse_state, chosen):
                 updates[s] = pt.switch(ok, m, s)
         updates[self.gamma] = pt.switch(ok, new_gamma, self.gamma)
         rho = rules.reduction_ratio(f_new, f0, model.model_change) if trial else pt.constant(np.nan, dtype=fx)
@@ -330,11 +334,16 @@ class KFGN(Optimizer):
 
     def hyper_state(self) -> dict:
         noise = {} if self.noise_rng is None else {"noise_rng": self.noise_rng.bit_generator.state}
-        return {"refreshes": self._refreshes, "inverse_gamma": self._inverse_gamma,
+        return {"refreshes": self._refreshes, "inverse_gamma": self._inverse_gamma, "cached_inverse": "explicit",
                 "consecutive_rejections": self.consecutive_rejections, **noise}
 
     def load_hyper_state(self, state: dict) -> None:
         self._refreshes, self._inverse_gamma = int(state["refreshes"]), float(state["inverse_gamma"])
+        if self._inverse_state and state.get("cached_inverse") != "explicit":
+            # a checkpoint of an older version cached Cholesky factors: recompute the inverses on the next step
+            warnings.warn("the checkpoint caches Cholesky factors (an older pt_kfgn); the inverses are recomputed "
+                          "on the next step", stacklevel=2)
+            self._inverse_gamma = math.nan
         self.consecutive_rejections = int(state["consecutive_rejections"])
         if self.noise_rng is not None:
             self.noise_rng.bit_generator.state = state["noise_rng"]

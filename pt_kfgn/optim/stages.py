@@ -21,7 +21,14 @@ import pytensor.tensor as pt
 from pt_kfgn.curvature.factors import exact_blocks, kronecker_factors
 from pt_kfgn.curvature.products import gn_quadratic_form
 from pt_kfgn.optim import adaptation as rules
-from pt_kfgn.optim.damping import add_to_diagonal, cholesky_kron_solve, damped_cholesky, layer_matrix
+from pt_kfgn.optim.damping import (
+    add_to_diagonal,
+    cholesky_kron_solve,
+    damped_cholesky,
+    damped_inverses,
+    inverse_kron_apply,
+    layer_matrix,
+)
 
 # Why a step was not applied; the codes are outputs of the compiled step (one home for the messages).
 STATUS = {
@@ -44,20 +51,23 @@ def curvature(chain, loss, y, method: str, noise=None):
     return kronecker_factors(chain, loss, y, method, noise)
 
 
-def damped_inverse(factors, eps):
-    """Stage 3a: the lower Cholesky factors of the factored-Tikhonov-damped ``(Q_d, G_d)`` (eq. 36-38).
+def damped_inverse(factors, eps, explicit: bool = False):
+    """Stage 3a: the lower Cholesky factors of the factored-Tikhonov-damped ``(Q_d, G_d)`` (eq. 36-38), or
+    with ``explicit`` their inverses ``(Q_d⁻¹, G_d⁻¹)`` (what amortised inverses cache [ours]).
 
     A failed factorisation gives NaN (``on_error="nan"``), which :func:`step_status` reports as code 2.
     """
-    return [damped_cholesky(Q, G, eps) for Q, G in factors]
+    damp = damped_inverses if explicit else damped_cholesky
+    return [damp(Q, G, eps) for Q, G in factors]
 
 
-def direction(inverse, grads, exact_blocks_eps=None):
+def direction(inverse, grads, exact_blocks_eps=None, explicit: bool = False):
     """Stage 3b: ``δ = −(Q_d ⊗ G_d)⁻¹ ∇f`` per layer as ``[dW1, db1, ...]`` (eq. 35).
 
-    ``inverse``: Cholesky pairs from :func:`damped_inverse`; ``(L_Q L_Qᵀ)⁻¹ ∇ (L_G L_Gᵀ)⁻¹`` is two
-    triangular solve pairs per layer.  With ``exact_blocks_eps``, ``inverse`` holds exact GN blocks and
-    each block is solved densely with damping ``exact_blocks_eps`` (diagnostics, tiny nets).
+    ``inverse``: pairs from :func:`damped_inverse`: Cholesky factors, ``(L_Q L_Qᵀ)⁻¹ ∇ (L_G L_Gᵀ)⁻¹`` by two
+    triangular solve pairs per layer, or with ``explicit`` the inverses, ``Q_d⁻¹ ∇ G_d⁻¹`` by two GEMMs.
+    With ``exact_blocks_eps``, ``inverse`` holds exact GN blocks and each block is solved densely with
+    damping ``exact_blocks_eps`` (diagnostics, tiny nets).
     """
     deltas = []
     for i, pair in enumerate(inverse):
@@ -66,7 +76,7 @@ def direction(inverse, grads, exact_blocks_eps=None):
             B = add_to_diagonal(pair, exact_blocks_eps)
             D = -pt.linalg.solve(B, g.ravel(), assume_a="pos").reshape(g.shape)
         else:
-            D = -cholesky_kron_solve(*pair, g)
+            D = -(inverse_kron_apply if explicit else cholesky_kron_solve)(*pair, g)
         deltas += [D[:-1], D[-1]]
     return deltas
 
