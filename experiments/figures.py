@@ -10,7 +10,9 @@ and KFAC), every run resumable and the suite continuable across sessions:
 4. Adam over learning rates 2⁻⁶ … 2⁻¹³ × decay periods {100, 50, 25, 12.5, 6.25} % of its run (halving
    schedule), by **successive halving** [ours, the budget's]: all 40 configurations run the first ⅛ of the run,
    the best 10 (by training error there) continue to ½, the best 3 to the end. A configuration that continues
-   resumes from its checkpoint, so its trajectory is the one an uninterrupted run would take.
+   resumes from its checkpoint, so its trajectory is the one an uninterrupted run would take.  Configurations
+   whose decay period has not yet acted (same lr, period ≥ the rung's length) take identical updates: the
+   first is trained, the others get a copy of its log and checkpoint (bit-identical on CURVES, checked).
 
 Wall-clock axes and columns are ``updates × the step time of step_seconds.json`` (measured, not the run's own
 clock, which shares the machine with other work); each run's own clock is kept as ``train_seconds``.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -60,10 +63,11 @@ CONFIGS = {
                   dtype="float32", n_train=5000),
     # [ours] the test suite's smoke run: a tiny net in float64 on the fast-compiling backend
     "smoke": dict(steps=4, adam_factor=2, lrs=[2.0 ** -6, 2.0 ** -9], decay_fractions=[1.0, 0.5],
-                  rungs=[(4, 1 / 2), (2, 1.0)], eval_every=2, eval_n=100, batch_size=50, widths=(8, 3),
-                  dtype="float64", n_train=200, backend="fast", measure_reps=2),
+                  rungs=[(4, 1 / 2), (2, 1.0)], eval_every=1, eval_n=100, batch_size=50, widths=(8, 3),
+                  dtype="float64", n_train=200, backend="fast", measure_reps=5),
 }
 TOP_K = (10, 20)
+COPIED = "copied_from.json"  # in a grid run whose first updates are a copy of a twin's (:func:`_copy_run`)
 
 
 def problem_dir(out: Path, problem: str) -> Path:
@@ -136,6 +140,25 @@ def _train(problem, cfg, data, method, run_dir: Path, steps: int, **kw) -> None:
     print(f"{problem} {run_dir.name}: {steps} updates ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
+def _trajectory_key(c: dict, steps: int) -> tuple:
+    """Configurations with one key take identical updates 1 … ``steps``: same learning rate, and a decay period
+    that has not halved it yet (the rate of update t is ``lr · 0.5^⌊(t − 1) / period⌋``)."""
+    return c["lr"], (c["decay_period"] if c["decay_period"] < steps else None)
+
+
+def _copy_run(src: Path, dst: Path, c: dict) -> None:
+    """[ours, the budget's] A configuration whose first ``steps`` updates are those of an already trained one
+    (:func:`_trajectory_key`) gets a copy of that run's log and checkpoint instead of a recomputation; when it
+    continues, its own decay period acts from its checkpoint on.  ``copied_from.json`` says so (its
+    ``wall_time`` column up to there is the source's own clock)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("log.csv", "checkpoint.npz"):
+        shutil.copyfile(src / name, dst / name)
+    note = {"source": src.name, "updates": _last_step(dst), "lr": c["lr"], "decay_period": c["decay_period"]}
+    (dst / COPIED).write_text(json.dumps(note, indent=2))
+    print(f"{dst.name}: updates 1-{note['updates']} are those of {src.name} (copied)", flush=True)
+
+
 def _final(run_dir: Path, upto: int | None = None):
     rows = [r for r in read_log(run_dir / "log.csv") if r["train_loss"] is not None
             and (upto is None or r["step"] <= upto)]
@@ -157,8 +180,15 @@ def run_problem(problem: str, cfg: dict, out: Path) -> dict:
     for i, (keep, frac) in enumerate(cfg["rungs"]):
         alive = alive[:keep]
         steps = max(1, round(frac * total))
+        trained = {}  # (lr, decay period or None when it does not halve before `steps`) -> the run trained so far
         for c in alive:
-            _train(problem, cfg, data, "adam", d / "adam" / c["tag"], steps, lr=c["lr"], decay_period=c["decay_period"])
+            run_dir = d / "adam" / c["tag"]
+            twin = trained.get(_trajectory_key(c, steps))
+            if twin is not None and _last_step(twin) == steps and _last_step(run_dir) < steps:
+                _copy_run(twin, run_dir, c)
+            else:
+                _train(problem, cfg, data, "adam", run_dir, steps, lr=c["lr"], decay_period=c["decay_period"])
+            trained.setdefault(_trajectory_key(c, steps), run_dir)
         alive.sort(key=lambda c: _final(d / "adam" / c["tag"], steps))
         for c in alive[cfg["rungs"][i + 1][0] if i + 1 < len(cfg["rungs"]) else keep:]:
             (d / "adam" / c["tag"] / "checkpoint.npz").unlink(missing_ok=True)  # out of the race: no resume needed

@@ -118,7 +118,7 @@ def test_curves_long_smoke(tmp_path):
 def test_figures_smoke_successive_halving_and_resume(tmp_path):
     """The long-run pipeline on CURVES: 4 Adam configurations to ½, the best 2 to the end, the second order at
     defaults; a second call resumes (trains nothing); the summary has the issue's fields."""
-    from experiments.figures import main, problem_dir
+    from experiments.figures import COPIED, main, problem_dir
 
     main(["curves"], "smoke", tmp_path)
     d = problem_dir(tmp_path, "curves")
@@ -134,6 +134,24 @@ def test_figures_smoke_successive_halving_and_resume(tmp_path):
     eq = s["comparison"]["equal_time"]
     assert eq["seconds"] == min(s["methods"][m]["wall_seconds"] for m in compared)
     assert all(eq[m] is not None for m in compared)
+    # decay periods 8 and 4 act only after update 4: the second of each learning rate is a copy to ½ ...
+    copies = [g for g in s["adam_grid"] if (d / "adam" / g["tag"] / COPIED).exists()]
+    assert [g["decay_fraction"] for g in copies] == [0.5, 0.5]
+    # ... and a copy that continues is the run its configuration takes from scratch
+    from experiments.common import run
+    from experiments.figures import CONFIGS, _data
+    from pt_kfgn.train import read_log
+
+    cfg = CONFIGS["smoke"]
+    assert any(g["updates"] == 8 for g in copies)
+    for g in (g for g in s["adam_grid"] if g["updates"] == 8):
+        X, Y, loss, _ = _data("curves", cfg)
+        ref = tmp_path / "scratch" / g["tag"]
+        run("adam", X, Y, loss, out=ref, steps=8, widths=cfg["widths"], batch_size=cfg["batch_size"],
+            dtype=cfg["dtype"], backend="fast", eval_every=cfg["eval_every"], X_eval=X[:cfg["eval_n"]],
+            Y_eval=Y[:cfg["eval_n"]], lr=g["lr"], decay_period=g["decay_period"], checkpoint_every=100)
+        ours = [(r["step"], r["train_loss"], r["lr"]) for r in read_log(d / "adam" / g["tag"] / "log.csv")]
+        assert ours == [(r["step"], r["train_loss"], r["lr"]) for r in read_log(ref / "log.csv")]
     stamp = (d / "kfra" / "log.csv").stat().st_mtime_ns
     main(["curves"], "smoke", tmp_path)  # everything is there: nothing is trained again
     assert (d / "kfra" / "log.csv").stat().st_mtime_ns == stamp
