@@ -5,6 +5,7 @@ KFRA and KFAC directions (factored Tikhonov and exact Kronecker inverse) with th
 (CG per layer) and the full GN direction (CG), on the step's batch of 1000.
 
     python -m experiments.alignment --quick --dataset curves --out results/alignment
+    python -m experiments.alignment --quick --steps 1000 --every 100 --n-train 0 --out results/alignment_long
 """
 
 from __future__ import annotations
@@ -90,5 +91,11 @@ def plot(rows, out: Path, label: str, sizes) -> None:
 if __name__ == "__main__":
     p = config_parser(__doc__, "results/alignment")
     p.add_argument("--dataset", default="curves")
+    p.add_argument("--steps", type=int, help="KFRA steps (overrides the configuration's)")
+    p.add_argument("--every", type=int, help="compare every this many steps (overrides the configuration's)")
+    p.add_argument("--n-train", type=int, help="training points (overrides the configuration's; 0: all)")
     a = p.parse_args()
-    main(a.dataset, a.config, a.out)
+    over = {k: v for k, v in (("steps", a.steps), ("every", a.every)) if v is not None}
+    if a.n_train is not None:
+        over["n_train"] = a.n_train or None
+    main(a.dataset, a.config, a.out, **over)
