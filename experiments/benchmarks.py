@@ -51,8 +51,7 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5) -> float:
     if method == "hf":
         return grad + 10 * (2 * fwd + 2 * fwd)  # 10 CG iterations of a GN product (R-op + L-op)
     Q = sum(N * (a + 1) * (a + 2) for a, _ in dims)
-    chol = sum(((a + 1) ** 3 + b ** 3) / 3 for a, b in dims)
-    solves = sum(2 * (a + 1) ** 2 * b + 2 * b ** 2 * (a + 1) for a, b in dims)
+    chol, solves, inverses = (replicated_flops(sizes, every)[k] for k in ("chol", "solves", "inverses"))
     extra = 2 * fwd + fwd / T1  # R-op for α*, trial forward on T₁ steps
     if method.startswith("kfra"):
         # first push with a diagonal E[H_L]: (W⊙g)Wᵀ; later pushes W G Wᵀ; E[f'f'ᵀ] symmetric
@@ -64,8 +63,17 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5) -> float:
     else:  # kflr with r outputs
         r = sizes[-1]
         G = sum(2 * N * r * a * b for a, b in dims[1:]) + sum(N * r * b * (b + 1) for _, b in dims)
-    inverses = sum(2 * ((a + 1) ** 3 + b ** 3) for a, b in dims) if every > 1 else 0
     return grad + (Q + G + chol + inverses) / every + solves + extra
+
+
+def replicated_flops(sizes, every: int = 1) -> dict:
+    """The batch-independent FLOPs of a KFGN step per refresh: Cholesky factorisations, the two-sided solves
+    (or, amortised, the two GEMMs with the cached inverses: as many FLOPs) and, with ``every`` > 1, the explicit
+    inverses (a triangular solve against the identity and a symmetric product, ``2 n³`` per factor)."""
+    dims = layer_dims(sizes)
+    return {"chol": sum(((a + 1) ** 3 + b ** 3) / 3 for a, b in dims),
+            "solves": sum(2 * (a + 1) ** 2 * b + 2 * b ** 2 * (a + 1) for a, b in dims),
+            "inverses": sum(2 * ((a + 1) ** 3 + b ** 3) for a, b in dims) if every > 1 else 0}
 
 
 def gemm_gflops(n: int, dtype, reps: int = 20) -> float:

@@ -41,6 +41,7 @@ from experiments.common import PAPER_WIDTHS, config_parser, mean_curve, run
 from pt_kfgn.data import load_dataset
 from pt_kfgn.graph.layers import build_net
 from pt_kfgn.optim import make_optimizer
+from pt_kfgn.optim.first_order import halving_schedule
 from pt_kfgn.plotting import plot_logs
 from pt_kfgn.train import read_log
 
@@ -143,7 +144,8 @@ def _train(problem, cfg, data, method, run_dir: Path, steps: int, **kw) -> None:
 def _trajectory_key(c: dict, steps: int) -> tuple:
     """Configurations with one key take identical updates 1 … ``steps``: same learning rate, and a decay period
     that has not halved it yet (the rate of update t is ``lr · 0.5^⌊(t − 1) / period⌋``)."""
-    return c["lr"], (c["decay_period"] if c["decay_period"] < steps else None)
+    halved = halving_schedule(1.0, steps, c["decay_period"]) < 1.0  # the schedule's own rule, at the last update
+    return c["lr"], (c["decay_period"] if halved else None)
 
 
 def _copy_run(src: Path, dst: Path, c: dict) -> None:

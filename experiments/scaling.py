@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.benchmarks import flops, layer_dims
+from experiments.benchmarks import flops, layer_dims, replicated_flops
 
 # [assumed] one GPU's sustained float32 rate on these GEMMs, and the all-reduce links
 ASSUMPTIONS = {
@@ -47,13 +47,12 @@ def split_flops(method: str, sizes, N: int, every: int) -> tuple[float, float]:
     if method == "adam":
         return total, 0.0
     dims = layer_dims(sizes)
-    chol = sum(((a + 1) ** 3 + b ** 3) / 3 for a, b in dims)
-    solves = sum(2 * (a + 1) ** 2 * b + 2 * b ** 2 * (a + 1) for a, b in dims)
+    rep = replicated_flops(sizes, every)
     recursion = 0.0
     if method == "kfra":  # W Ḡ Wᵀ: independent of the batch
         a_L, b_L = dims[-1]
         recursion = 2 * a_L * a_L * b_L + sum(2 * b * b * a + 2 * b * a * a for a, b in dims[1:-1])
-    replicated = (chol + recursion) / every + solves
+    replicated = (rep["chol"] + rep["inverses"] + recursion) / every + rep["solves"]
     return total - replicated, replicated
 
 
