@@ -8,6 +8,7 @@ measurement (README, "Backends").
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 
@@ -18,12 +19,24 @@ BACKENDS = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "fast": "FAST_COMPILE"}
 # PyTensor's choice and the warning is noise for users of this package.
 warnings.filterwarnings("ignore", message=r"np\.dot\(\) is faster on contiguous arrays")
 
-DEFAULT_BACKEND = os.environ.get("PT_KFGN_BACKEND", "numba")
+
+
+def default_backend() -> str:
+    """``$PT_KFGN_BACKEND`` if set, else ``"jax"`` when JAX is installed (the ``jax`` extra), else ``"numba"``.
+
+    Measured (README "Backends", ``results/bench.json``): with JAX installed it runs every step of the
+    MNIST autoencoder fastest on the 2-core CPU and compiles them seven times faster on a fresh machine;
+    Numba needs no extra dependency.
+    """
+    env = os.environ.get("PT_KFGN_BACKEND")
+    if env:
+        return env
+    return "jax" if importlib.util.find_spec("jax") and importlib.util.find_spec("jaxlib") else "numba"
 
 
 def check_backend(name: str | None) -> str:
     """Validate a backend name (None → the default)."""
-    name = DEFAULT_BACKEND if name is None else name
+    name = default_backend() if name is None else name
     if name not in BACKENDS:
         raise ValueError(f"backend={name!r} is not one of {sorted(BACKENDS)}")
     if name == "jax":
@@ -52,6 +65,75 @@ def check_devices(devices, backend: str):
     return device_mesh(devices)
 
 
+def _calls_lapack(fgraph) -> bool:
+    """Whether a graph holds a LAPACK-backed linear-algebra op (Cholesky, triangular solves, eigh, ...)."""
+    return any(type(getattr(node.op, "core_op", node.op)).__module__.startswith("pytensor.tensor.linalg")
+               for node in fgraph.apply_nodes)
+
+
+_BLAS_CONTROLLER = []
+
+
+def one_blas_thread_on_cpu(jitted, fgraph):
+    """Run a jitted JAX graph that calls LAPACK, on CPU, with **one OpenBLAS thread** [ours, measured].
+
+    On CPU, XLA runs LAPACK (Cholesky, triangular solves) as calls into SciPy's OpenBLAS, and runs independent
+    calls (the layers' factorisations) concurrently on its own threads; with OpenBLAS's threads on top the two
+    pools fight over the cores. On the MNIST autoencoder (float32, 2-core CPU) the KFRA step's damped solves
+    took 226 ms with two OpenBLAS threads and 97 ms with one (the whole step 387 → 267 ms;
+    ``experiments/profile_step.py``). The limit (threadpoolctl, ≈ 10 µs) holds while the call runs, which
+    waits for its results, and is lifted afterwards, so Numba or NumPy work in the same process keeps its
+    threads. Graphs without LAPACK calls (e.g. an Adam step), other platforms, or a missing threadpoolctl:
+    ``jitted`` unchanged.
+    """
+    import jax
+
+    if jax.default_backend() != "cpu" or not _calls_lapack(fgraph):
+        return jitted
+    if not _BLAS_CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            return jitted
+        _BLAS_CONTROLLER.append(ThreadpoolController())
+    controller = _BLAS_CONTROLLER[0]
+
+    def call(*args):
+        with controller.limit(limits=1, user_api="blas"):
+            return jax.block_until_ready(jitted(*args))
+
+    call.jitted = jitted
+    return call
+
+
+def jax_precision(variables) -> None:
+    """Let JAX compute in float64 when a graph holds float64 variables.
+
+    JAX computes in float32 unless its x64 flag is on, and PyTensor sets that flag once, from ``floatX``, when
+    its JAX dispatch is first imported; a float64 graph compiled after a float32 one would silently run in
+    float32. Switching x64 on does not change float32 graphs (PyTensor states every dtype).
+    """
+    import jax
+    from pytensor.graph.traversal import ancestors
+
+    import pytensor.link.jax.dispatch  # noqa: F401  (sets x64 from floatX on first import)
+
+    if not jax.config.jax_enable_x64 and any(getattr(v, "dtype", None) == "float64" for v in ancestors(variables)):
+        jax.config.update("jax_enable_x64", True)
+
+
+def jax_mode():
+    """PyTensor's JAX mode with :func:`one_blas_thread_on_cpu` around the jitted graph."""
+    from pytensor.compile.mode import JAX, Mode
+    from pytensor.link.jax.linker import JAXLinker
+
+    class Linker(JAXLinker):
+        def jit_compile(self, fn):
+            return one_blas_thread_on_cpu(super().jit_compile(fn), self.fgraph)
+
+    return Mode(Linker(), JAX.provided_optimizer)
+
+
 def compile_function(inputs, outputs, updates=None, backend: str | None = None, mesh=None, batch_inputs: int = 2,
                      **kwargs):
     """``pytensor.function`` in the chosen backend's mode.
@@ -66,6 +148,12 @@ def compile_function(inputs, outputs, updates=None, backend: str | None = None, 
         from pt_kfgn.sharding import sharded_mode
 
         mode = sharded_mode(mesh, n_batch_inputs=batch_inputs)
+    elif name == "jax":
+        mode = jax_mode()
+    if name == "jax":
+        outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        pairs = updates.items() if isinstance(updates, dict) else (updates or [])
+        jax_precision([*outs, *(u for _, u in pairs)])
     from pt_kfgn.graph.gram import register
 
     register(name)  # the symmetric product AᵀA (pt_kfgn.graph.gram)

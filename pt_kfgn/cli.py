@@ -23,6 +23,9 @@ def cmd_train(args) -> int:
     # every argument is checked before any data is loaded or anything is compiled
     check_schedule(steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
                    checkpoint_every=args.checkpoint_every)
+    from pt_kfgn.backend import check_backend
+
+    args.backend = check_backend(args.backend)  # None → the default (README "Backends")
     if args.devices is not None:
         if args.backend != "jax":
             raise ValueError("--devices needs --backend jax")
@@ -44,7 +47,8 @@ def cmd_train(args) -> int:
     config = {k: v for k, v in vars(args).items() if k != "func"}
     config.update(dataset_label=label, loss=loss, sizes=net.sizes, activations=net.activations)
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    print(f"{args.method} on {label}: net {net.sizes}, {len(X)} training points, batch {args.batch_size}",
+    print(f"{args.method} on {label}: net {net.sizes}, {len(X)} training points, batch {args.batch_size}, "
+          f"backend {args.backend}",
           flush=True)
     t0 = time.perf_counter()  # compiled before the clock starts: the log's wall time counts training only
     n = min(args.batch_size, len(X))

@@ -67,6 +67,8 @@ def sharded_mode(mesh, n_batch_inputs: int):
     from pytensor.compile.mode import JAX, Mode
     from pytensor.link.jax.linker import JAXLinker
 
+    from pt_kfgn.backend import one_blas_thread_on_cpu
+
     class ShardedJAXLinker(JAXLinker):
         """JAXLinker whose jit splits the first ``n_batch_inputs`` inputs along axis 0 and replicates the rest."""
 
@@ -81,7 +83,7 @@ def sharded_mode(mesh, n_batch_inputs: int):
             shardings = tuple(batch if i < n_batch_inputs and inputs[i].type.ndim >= 1 else replicated
                               for i in range(len(inputs)))
             self.jitted = jax.jit(fn, in_shardings=shardings, out_shardings=replicated)
-            return self.jitted
+            return one_blas_thread_on_cpu(self.jitted, self.fgraph)
 
     return Mode(ShardedJAXLinker(), JAX.provided_optimizer)
 

@@ -86,3 +86,75 @@ def test_a_checkpoint_of_every_backend_round_trips(tmp_path, backend):
         other.step(X, Y)
     for p, q in zip(net.flat_params, other.net.flat_params):
         np.testing.assert_array_equal(np.asarray(p.get_value()), np.asarray(q.get_value()))
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("jax") and importlib.util.find_spec("threadpoolctl")),
+                    reason="needs jax and threadpoolctl")
+def test_jax_runs_lapack_with_one_blas_thread_and_gives_the_threads_back(monkeypatch):
+    """XLA's LAPACK calls on CPU run with one OpenBLAS thread (``one_blas_thread_on_cpu``), only for the call.
+
+    PyTensor's JAX dispatch calls ``jax.scipy.linalg.cholesky`` while the jitted graph is traced, i.e. inside
+    the first call: a wrapper records the BLAS threads it sees there.
+    """
+    import jax
+    import jax.scipy.linalg as jsl
+    import pytensor.tensor as pt
+    import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS, the one XLA's LAPACK calls use)
+    from threadpoolctl import threadpool_limits
+
+    from pt_kfgn.backend import compile_function, one_blas_thread_on_cpu
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the limit applies on CPU only")
+    seen, cholesky = [], jsl.cholesky
+    monkeypatch.setattr(jsl, "cholesky", lambda *a, **k: seen.append(_blas_threads()) or cholesky(*a, **k))
+    A = pt.matrix("A", dtype="float32")
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        fn = compile_function([A], pt.linalg.cholesky(A, lower=True), backend="jax")
+        L = np.asarray(fn(np.array([[4.0, 2.0], [2.0, 5.0]], dtype="float32")))
+        after = _blas_threads()
+    np.testing.assert_allclose(L, [[2, 0], [1, 2]])
+    assert seen and all(n == 1 for n in seen[0].values()), seen
+    assert after == before and max(before.values()) == 2
+    plain = compile_function([A], 2 * A, backend="jax")  # no LAPACK call: left as it is
+    assert one_blas_thread_on_cpu(len, plain.maker.fgraph) is len
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
+def test_a_float64_graph_runs_in_float64_on_jax_after_a_float32_one():
+    """PyTensor sets JAX's x64 flag once from floatX; a later float64 graph must not run in float32."""
+    import jax
+    import pytensor.tensor as pt
+
+    from pt_kfgn.backend import compile_function
+
+    x32, x64 = pt.vector("x", dtype="float32"), pt.vector("x", dtype="float64")
+    compile_function([x32], pt.exp(x32), backend="jax")
+    jax.config.update("jax_enable_x64", False)  # as after a first import under floatX=float32
+    try:
+        out = compile_function([x64], x64 / 3, backend="jax")(np.array([1.0]))
+        assert np.asarray(out).dtype == np.float64 and abs(float(out[0]) - 1 / 3) < 1e-15
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+def test_the_default_backend_is_jax_when_installed_else_numba(monkeypatch):
+    """README "Backends": JAX when the extra is installed (fastest here), Numba without it; the variable wins."""
+    import importlib.util as iu
+
+    from pt_kfgn import backend
+
+    monkeypatch.delenv("PT_KFGN_BACKEND", raising=False)
+    assert backend.default_backend() == ("jax" if iu.find_spec("jax") else "numba")
+    find_spec = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name.startswith("jax") else find_spec(name, *a))
+    assert backend.default_backend() == "numba"
+    monkeypatch.setenv("PT_KFGN_BACKEND", "c")
+    assert backend.check_backend(None) == "c"
