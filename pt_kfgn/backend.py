@@ -114,9 +114,8 @@ def jax_precision(variables) -> None:
     float32. Switching x64 on does not change float32 graphs (PyTensor states every dtype).
     """
     import jax
-    from pytensor.graph.traversal import ancestors
-
     import pytensor.link.jax.dispatch  # noqa: F401  (sets x64 from floatX on first import)
+    from pytensor.graph.traversal import ancestors
 
     if not jax.config.jax_enable_x64 and any(getattr(v, "dtype", None) == "float64" for v in ancestors(variables)):
         jax.config.update("jax_enable_x64", True)
