@@ -22,6 +22,7 @@ from datetime import date
 
 import numpy as np
 
+from pt_kfgn.backend import check_backend
 from pt_kfgn.graph.layers import build_net
 from pt_kfgn.optim import make_optimizer
 
@@ -143,10 +144,9 @@ def cold_compile(backend: str, dtype: str = "float32") -> dict:
 
 
 def available_backends():
-    out = ["numba", "c"]
-    if importlib.util.find_spec("jax") is not None:
-        out.append("jax")
-    return out
+    """The default backend first (its ratios go to the report's top level), then the others installed."""
+    out = ["numba", "c"] + (["jax"] if importlib.util.find_spec("jax") is not None else [])
+    return sorted(out, key=lambda b: b != check_backend(None))
 
 
 def peers(X, reps: int) -> dict:
@@ -217,7 +217,7 @@ def kfac_jax_status() -> str:
 def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=None, batch: int = 1000,
          widths=AE, methods=("adam", "kfra", "kfra_amortised", "kfac", "hf", "kflr"), dim: int = 784,
          cold: bool | None = None) -> dict:
-    backends = backends or (["numba"] if quick else available_backends())
+    backends = backends or ([check_backend(None)] if quick else available_backends())
     dtypes = dtypes or (["float32"] if quick else ["float32", "float64"])
     reps = reps or (3 if quick else 10)
     rng = np.random.default_rng(0)
@@ -267,7 +267,7 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
             report["peers"] = peers(X, reps)
         except Exception as err:  # a peer's failure is reported, never fatal
             report["peers"] = {"error": f"{type(err).__name__}: {err}"[:300]}
-        ours = report["runs"].get("numba-float32", {}).get("methods", {})
+        ours = report["runs"].get(f"{backends[0]}-float32", {}).get("methods", {})  # the first backend's
         for mine, theirs in (("kfra", "kfra"), ("kfac", "kfac"), ("adam", "grad")):
             if f"backpack_{theirs}_s" in report["peers"] and "step_s" in ours.get(mine, {}):
                 what = "gradient" if theirs == "grad" else f"{theirs}_factors"
@@ -300,7 +300,7 @@ def print_table(report: dict) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="numba, float32, 3 repetitions")
+    p.add_argument("--quick", action="store_true", help="the default backend, float32, 3 repetitions")
     p.add_argument("--json", default=None)
     p.add_argument("--backends", default=None, help="comma list of numba,c,jax")
     p.add_argument("--dtypes", default=None)

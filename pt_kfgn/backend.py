@@ -107,7 +107,7 @@ def one_blas_thread_on_cpu(jitted, fgraph):
 
 
 def jax_precision(variables) -> None:
-    """Let JAX compute in float64 when a graph holds float64 variables.
+    """Let JAX compute in float64 when a graph's inputs or shared variables (data, parameters) are float64.
 
     JAX computes in float32 unless its x64 flag is on, and PyTensor sets that flag once, from ``floatX``, when
     its JAX dispatch is first imported; a float64 graph compiled after a float32 one would silently run in
@@ -115,9 +115,11 @@ def jax_precision(variables) -> None:
     """
     import jax
     import pytensor.link.jax.dispatch  # noqa: F401  (sets x64 from floatX on first import)
+    from pytensor.graph.basic import Constant
     from pytensor.graph.traversal import ancestors
 
-    if not jax.config.jax_enable_x64 and any(getattr(v, "dtype", None) == "float64" for v in ancestors(variables)):
+    roots = [v for v in ancestors(variables) if v.owner is None and not isinstance(v, Constant)]
+    if not jax.config.jax_enable_x64 and any(getattr(v, "dtype", None) == "float64" for v in roots):
         jax.config.update("jax_enable_x64", True)
 
 

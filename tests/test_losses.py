@@ -169,3 +169,23 @@ def test_mixture_sampler_is_unbiased_for_the_fisher():
         assert abs(draws[:, j].mean()) <= 5 * se_mean + 1e-12
         sq = draws[:, j] ** 2
         assert abs(sq.mean() - ref["fisher"]) <= 5 * sq.std() / np.sqrt(n) + 1e-12
+
+
+@pytest.mark.parametrize("name", ["mse", "bce", "softmax_ce", "mixture"])
+def test_float32_losses_stay_float32(name):
+    """No term of a float32 loss upcasts to float64 (a NumPy float64 constant would: slower on Numba, and on
+    JAX it forced x64 mode for the whole process)."""
+    from pytensor.graph.traversal import ancestors
+
+    from pt_kfgn.backend import floatx
+
+    loss = get_loss(name)
+    d = 1 if name == "mixture" else 3
+    h, y, noise = (pt.tensor(dtype="float32", shape=(None, d)) for _ in range(3))
+    with floatx("float32"):  # as the optimisers build their graphs
+        terms = [loss.per_sample(h, y).sum(), pt.grad(loss.per_sample(h, y).sum(), h), loss.gn_hessian(h, y),
+                 loss.sqrt_hessian(h, y), loss.mean_hessian(h, y)]
+        if name != "mse":
+            terms.append(loss.sample_grad(h, noise))
+    upcast = [v for v in ancestors(terms) if getattr(v, "dtype", None) == "float64"]
+    assert not upcast, upcast[:3]

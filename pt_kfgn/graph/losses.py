@@ -271,7 +271,7 @@ class Mixture(Loss):
         hp = pt.maximum(h, 0)  # each branch sees only the inputs where it is selected
         hn = pt.minimum(h, 0)
         pos = pt.log1p(-cls._mu(-hp))
-        neg = -pt.softplus(-hn) + pt.log1p(cls._r(hn)) - np.log(2.0)
+        neg = -pt.softplus(-hn) + pt.log1p(cls._r(hn)) - np.log(np.array(2.0, dtype=h.dtype))  # no upcast
         return pt.switch(h > 0, pos, neg)
 
     def per_sample(self, h, y):
