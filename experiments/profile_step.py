@@ -1,6 +1,6 @@
 """Where the time of a KFRA step goes (issue 5's profile): cumulative ablation on the MNIST autoencoder.
 
-The default backend (Numba) fuses a whole step into one compiled function, so PyTensor's per-op profiler
+The JAX and Numba backends compile a whole step into one function, so PyTensor's per-op profiler
 does not apply; instead each stage's graph is compiled *cumulatively* (stage k computes stages 1..k) and
 timed in the same process, and the difference between consecutive stages is that stage's cost:
 
