@@ -94,6 +94,14 @@ def _backend(cfg: dict, method: str) -> str:
     return cfg.get("backend") or BACKENDS[method]
 
 
+def _measured_backends(d: Path, cfg: dict) -> dict:
+    """Each method's backend: the one ``step_seconds.json`` measured it on, so a problem keeps the backends it
+    started with (and its wall-clock columns match its runs) when ``BACKENDS`` changes; else :data:`BACKENDS`."""
+    path = d / "step_seconds.json"
+    measured = json.loads(path.read_text())["methods"] if path.exists() else {}
+    return {m: measured.get(m, {}).get("backend") or _backend(cfg, m) for m in BACKENDS}
+
+
 def measure_steps(problem: str, cfg: dict, out: Path) -> dict:
     """Clean step times on the problem's first batch (call on a quiet machine)."""
     reps = cfg.get("measure_reps", 20)
@@ -132,13 +140,13 @@ def _last_step(run_dir: Path) -> int:
     return int(rows[-1]["step"]) if rows else 0
 
 
-def _train(problem, cfg, data, method, run_dir: Path, steps: int, **kw) -> None:
+def _train(problem, cfg, data, method, run_dir: Path, steps: int, backend: str, **kw) -> None:
     if _last_step(run_dir) >= steps:
         return
     X, Y, loss, _ = data
     t = time.perf_counter()
     run(method, X, Y, loss, out=run_dir, steps=steps, widths=cfg["widths"], autoencoder=PROBLEMS[problem]["autoencoder"],
-        batch_size=cfg["batch_size"], dtype=cfg["dtype"], backend=_backend(cfg, method), eval_every=cfg["eval_every"],
+        batch_size=cfg["batch_size"], dtype=cfg["dtype"], backend=backend, eval_every=cfg["eval_every"],
         X_eval=X[:cfg["eval_n"]], Y_eval=Y[:cfg["eval_n"]], resume=True, checkpoint_every=100, **kw)
     print(f"{problem} {run_dir.name}: {steps} updates ({time.perf_counter() - t:.0f} s)", flush=True)
 
@@ -176,10 +184,11 @@ def run_problem(problem: str, cfg: dict, out: Path) -> dict:
     data = _data(problem, cfg)
     if not (d / "step_seconds.json").exists():
         measure_steps(problem, cfg, out)
+    backends = _measured_backends(d, cfg)
     for m in PROBLEMS[problem]["methods"]:
-        _train(problem, cfg, data, m, d / m, cfg["steps"])
+        _train(problem, cfg, data, m, d / m, cfg["steps"], backends[m])
     total = cfg["steps"] * cfg["adam_factor"]
-    _train(problem, cfg, data, "adam", d / "adam_default", total, lr=1e-3)
+    _train(problem, cfg, data, "adam", d / "adam_default", total, backends["adam"], lr=1e-3)
     alive = adam_grid(cfg)
     for i, (keep, frac) in enumerate(cfg["rungs"]):
         alive = alive[:keep]
@@ -191,7 +200,8 @@ def run_problem(problem: str, cfg: dict, out: Path) -> dict:
             if twin is not None and _last_step(twin) == steps and _last_step(run_dir) < steps:
                 _copy_run(twin, run_dir, c)
             else:
-                _train(problem, cfg, data, "adam", run_dir, steps, lr=c["lr"], decay_period=c["decay_period"])
+                _train(problem, cfg, data, "adam", run_dir, steps, backends["adam"], lr=c["lr"],
+                       decay_period=c["decay_period"])
             trained.setdefault(_trajectory_key(c, steps), run_dir)
         alive.sort(key=lambda c: _final(d / "adam" / c["tag"], steps))
         for c in alive[cfg["rungs"][i + 1][0] if i + 1 < len(cfg["rungs"]) else keep:]:
@@ -285,10 +295,11 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
             for m in second if m in curves}},
     }
     rungs = [f"{keep} configurations to {frac:g} of {total} updates" for keep, frac in cfg["rungs"]]
+    backends = {m: b for m, b in _measured_backends(d, cfg).items() if m in ("adam", *PROBLEMS[problem]["methods"])}
     summary = {
         "problem": problem, "dataset": X_label, "date": str(date.today()),
         "protocol": {**{k: v for k, v in cfg.items() if k not in ("lrs",)}, "lrs": [f"2^{round(math.log2(v))}" for v in cfg["lrs"]],
-                     "adam_updates": total, "successive_halving": rungs, "backends": {m: _backend(cfg, m) for m in BACKENDS},
+                     "adam_updates": total, "successive_halving": rungs, "backends": backends,
                      "wall_clock": "updates x step_seconds (step_seconds.json, measured on a quiet machine)",
                      "second_order": "default settings, no tuning", "hidden": "tanh [ours]"},
         "step_seconds": steps_json, "methods": methods, "comparison": comparison,

@@ -159,6 +159,17 @@ def test_figures_smoke_successive_halving_and_resume(tmp_path):
     assert "| kfra | " in (d / "table.md").read_text()
 
 
+def test_figures_keep_the_backends_a_problem_was_measured_and_run_on(tmp_path):
+    """A problem started under an older ``BACKENDS`` keeps its backends (runs resumed, summary's protocol)."""
+    import json
+
+    from experiments.figures import BACKENDS, CONFIGS, _measured_backends
+
+    assert _measured_backends(tmp_path, CONFIGS["full"]) == BACKENDS  # nothing measured yet
+    (tmp_path / "step_seconds.json").write_text(json.dumps({"methods": {"kfra": {"backend": "numba"}}}))
+    assert _measured_backends(tmp_path, CONFIGS["full"]) == {**BACKENDS, "kfra": "numba"}
+
+
 def test_scaling_model():
     from experiments.scaling import DEVICES, NETS, allreduce_bytes, model
     from pt_kfgn.graph.layers import build_net
