@@ -63,8 +63,11 @@ def register(backend: str) -> None:
 
         @jax_funcify.register(Gram)
         def _jax_gram(op, **kwargs):
-            def gram_impl(A):
-                return A.T @ A
+            import jax.numpy as jnp
+
+            def gram_impl(A):  # XLA's GEMM is not bit-symmetric (float64 on CPU): mirror the lower triangle
+                G = A.T @ A
+                return jnp.tril(G) + jnp.tril(G, -1).T
 
             return gram_impl
     _registered.add(backend)
