@@ -45,12 +45,12 @@ def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = 
                     label=None if line else f"{label} (batch loss)")
     ax.set_xlabel({"step": "updates", "wall_time": "wall-clock seconds"}.get(x, x))
     ax.set_ylabel(ylabel)
-    ax.text(0.99, 0.99, "dashed: averaged θ̄; faint: batch loss", transform=ax.transAxes, ha="right", va="top",
-            fontsize=6, color="0.4")
     ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    key = "dashed: averaged θ̄; faint: batch loss"  # under the axes, where the legend cannot hide it
+    note = f"{note}; {key}" if note else key
     if note:
         import textwrap
 
