@@ -20,12 +20,11 @@ BACKENDS = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "fast": "FAST_COMPILE"}
 warnings.filterwarnings("ignore", message=r"np\.dot\(\) is faster on contiguous arrays")
 
 
-
 def default_backend() -> str:
     """``$PT_KFGN_BACKEND`` if set, else ``"jax"`` when JAX is installed (the ``jax`` extra), else ``"numba"``.
 
     Measured (README "Backends", ``results/bench.json``): with JAX installed it runs every step of the
-    MNIST autoencoder fastest on the 2-core CPU and compiles them seven times faster on a fresh machine;
+    MNIST autoencoder fastest on the 2-core CPU and compiles them six times faster on a fresh machine;
     Numba needs no extra dependency.
     """
     env = os.environ.get("PT_KFGN_BACKEND")
@@ -111,7 +110,8 @@ def jax_precision(variables) -> None:
 
     JAX computes in float32 unless its x64 flag is on, and PyTensor sets that flag once, from ``floatX``, when
     its JAX dispatch is first imported; a float64 graph compiled after a float32 one would silently run in
-    float32. Switching x64 on does not change float32 graphs (PyTensor states every dtype).
+    float32. Switching x64 on keeps float32 graphs float32 (PyTensor states every dtype); those jitted before
+    retrace once.
     """
     import jax
     import pytensor.link.jax.dispatch  # noqa: F401  (sets x64 from floatX on first import)
@@ -151,7 +151,7 @@ def compile_function(inputs, outputs, updates=None, backend: str | None = None, 
         mode = sharded_mode(mesh, n_batch_inputs=batch_inputs)
     elif name == "jax":
         mode = jax_mode()
-    if name == "jax":
+    if name == "jax":  # both JAX modes
         outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
         pairs = updates.items() if isinstance(updates, dict) else (updates or [])
         jax_precision([*outs, *(u for _, u in pairs)])

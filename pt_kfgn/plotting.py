@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 
@@ -50,13 +51,9 @@ def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = 
     ax.legend(fontsize=8)
     fig.tight_layout()
     key = "dashed: averaged θ̄; faint: batch loss"  # under the axes, where the legend cannot hide it
-    note = f"{note}; {key}" if note else key
-    if note:
-        import textwrap
-
-        lines = textwrap.wrap(note, 120)
-        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.035 * len(lines))
-        fig.text(0.01, 0.01, "\n".join(lines), fontsize=6.5, color="0.35")
+    lines = textwrap.wrap(f"{note}; {key}" if note else key, 120)
+    fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.035 * len(lines))
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=6.5, color="0.35")
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
