@@ -158,3 +158,21 @@ def test_the_default_backend_is_jax_when_installed_else_numba(monkeypatch):
     assert backend.default_backend() == "numba"
     monkeypatch.setenv("PT_KFGN_BACKEND", "c")
     assert backend.check_backend(None) == "c"
+
+
+def test_the_fast_mode_evaluates_products_and_sums_of_many_tensors_by_binary_ufuncs():
+    """FAST_COMPILE falls back to one Python call per element for an n-ary Elemwise; the "fast" mode splits them
+    (pt_kfgn.backend), and the result is unchanged."""
+    import pytensor.tensor as pt
+    from pytensor.scalar.basic import Add, Mul
+    from pytensor.tensor.elemwise import Elemwise
+
+    from pt_kfgn.backend import compile_function
+
+    x, y, z = pt.matrix("x"), pt.vector("y"), pt.scalar("z")
+    fn = compile_function([x, y, z], x * y * z * x + x + y + 2 * z, backend="fast")
+    arity = [len(n.inputs) for n in fn.maker.fgraph.apply_nodes
+             if isinstance(n.op, Elemwise) and isinstance(n.op.scalar_op, Add | Mul)]
+    assert arity and max(arity) == 2, arity
+    a, b, c = np.random.default_rng(0).random((3, 4)), np.arange(4.0), 1.5
+    np.testing.assert_allclose(fn(a, b, c), a * b * c * a + a + b + 2 * c, rtol=1e-15)
