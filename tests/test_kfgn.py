@@ -225,6 +225,29 @@ def test_amortised_curvature_reuses_the_factors_of_the_last_refresh():
                                rtol=1e-8)
 
 
+def test_a_gamma_search_caches_the_inverses_of_the_chosen_gamma():
+    """With amortised inverses, a γ search solves its candidates by Cholesky and caches the explicit inverses of
+    the chosen γ only: they equal numpy's inverses of the factors damped with the new γ.
+
+    Caught: the inverses cached for the γ before the search."""
+    from reference import numpy_factors
+
+    net = pt_kfgn.mlp([4, 5, 3], ["tanh", "identity"], seed=0)
+    X, Y = make_batch("bce", 9, 4, 3, seed=1)
+    eta, gamma0 = 1e-3, 0.05
+    factors = numpy_factors(net, "bce", X, Y, "kfra")
+    opt = KFGN(net, "bce", "kfra", eta=eta, gamma=gamma0, T2=1, curvature_every=3, inverse_every=3)
+    assert opt.step(X, Y)["accepted"]
+    gamma = float(opt.gamma.get_value())
+    assert gamma != gamma0  # the search moved γ, so a cache of the old γ differs
+    cached = [v.get_value() for v in opt._inverse_state]
+    for i, (Q, G) in enumerate(factors):
+        pi = np.sqrt((np.trace(Q) / len(Q)) / (np.trace(G) / len(G)))
+        Qd, Gd = Q + pi * np.sqrt(gamma + eta) * np.eye(len(Q)), G + np.sqrt(gamma + eta) / pi * np.eye(len(G))
+        np.testing.assert_allclose(cached[2 * i], np.linalg.inv(Qd), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(cached[2 * i + 1], np.linalg.inv(Gd), rtol=1e-10, atol=1e-12)
+
+
 def test_no_step_kind_embeds_a_matrix_constant():
     """Numba does not cache a compiled function that holds a large constant array, so a constant matrix that
     grows with the layers (``pt.eye`` of a factor's static size, folded) makes every process recompile every
