@@ -33,8 +33,9 @@ def layer_dims(sizes):
     return list(itertools.pairwise(sizes))
 
 
-def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5) -> float:
-    """FLOPs of one step, counted from the layer sizes (multiply-add = 2), averaged over T₁ steps.
+def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5, T2: int | None = None) -> float:
+    """FLOPs of one step, counted from the layer sizes (multiply-add = 2), averaged over T₁ steps (and, with
+    ``T2``, over the T₂ cycle of the γ search).
 
     KFGN: gradient, ``Q`` factors, output factors, Cholesky factorisations and their two-sided solves,
     the forward-mode product for α*, and the trial forward pass on every T₁-th step; with ``every`` > 1
@@ -42,7 +43,9 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5) -> float:
     identity and a symmetric product, ``2 n³`` per factor) every ``every`` steps and the two GEMMs that apply
     them every step (as many FLOPs as the two-sided triangular solves).
     The Gram products ``ĀᵀĀ``, ``E[f′f′ᵀ]`` and ``SᵀS`` count as the symmetric rank-k updates they run as
-    (:mod:`pt_kfgn.graph.gram`: ``N d (d + 1)`` for a ``d × d`` result).
+    (:mod:`pt_kfgn.graph.gram`: ``N d (d + 1)`` for a ``d × d`` result).  With ``T2``, every T₂-th step's γ
+    search adds two more candidates (each its Cholesky factorisations, solves and forward-mode product) and,
+    amortised, one more factorisation for the chosen γ's inverses.
     """
     dims = layer_dims(sizes)
     fwd = sum(2 * N * a * b for a, b in dims)
@@ -64,7 +67,8 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5) -> float:
     else:  # kflr with r outputs
         r = sizes[-1]
         G = sum(2 * N * r * a * b for a, b in dims[1:]) + sum(N * r * b * (b + 1) for _, b in dims)
-    return grad + (Q + G + chol + inverses) / every + solves + extra
+    search = 0.0 if T2 is None else (2 * (chol + solves + 2 * fwd) + (chol if every > 1 else 0)) / T2
+    return grad + (Q + G + chol + inverses) / every + solves + extra + search
 
 
 def replicated_flops(sizes, every: int = 1) -> dict:
@@ -118,7 +122,7 @@ def time_method(method, backend, dtype, X, Y, reps, sizes_widths, classifier=Fal
     step = float(np.mean(ts)) if n == CYCLE else float(np.median(ts))
     every = 5 if method == "kfra_amortised" else 1
     return {"step_s": step, "median_s": float(np.median(ts)), "compile_s": compile_s,
-            "flops": flops(method, net.sizes, len(X), every), "peak_rss_mb": peak_rss_mb(), "sizes": net.sizes}
+            "flops": flops(method, net.sizes, len(X), every, T2=CYCLE if n == CYCLE else None), "peak_rss_mb": peak_rss_mb(), "sizes": net.sizes}
 
 
 def cold_compile(backend: str, dtype: str = "float32") -> dict:
@@ -187,31 +191,97 @@ def peers(X, reps: int) -> dict:
     return res
 
 
-def kfac_jax_status() -> str:
-    """Whether kfac-jax can run a step here (its version and JAX's, or the error): timed only when it can."""
-    if importlib.util.find_spec("kfac_jax") is None:
-        return "not installed"
+def _kfac_jax_adapter() -> None:
+    """[ours] kfac-jax 0.0.8 unpacks ``Primitive.get_bind_params`` as ``(subfuns, params)``; the JAX installed here
+    (0.10.2) returns the parameters alone, sub-functions included. This replaces kfac-jax's one-line equation
+    evaluator (``tag_graph_matcher.eval_jaxpr_eqn``) by one that takes either form; nothing else of the peer
+    is touched."""
+    import jax.extend as jex
+    from kfac_jax._src import tag_graph_matcher
+
+    def eval_jaxpr_eqn(eqn, in_values):
+        params = eqn.primitive.get_bind_params(eqn.params)
+        subfuns, params = params if isinstance(params, tuple) else ((), params)
+        with jex.source_info_util.user_context(eqn.source_info.traceback):
+            out = eqn.primitive.bind(*subfuns, *in_values, **params)
+        return out if isinstance(out, list) else [out]
+
+    tag_graph_matcher.eval_jaxpr_eqn = eval_jaxpr_eqn
+
+
+def kfac_jax_times(x_path: str, widths=AE, warmup: int = 10, steps: int = 20) -> dict:
+    """kfac-jax's KFAC step on the same autoencoder and batch (tanh hidden, linear code layer, sigmoid
+    cross-entropy, float32, ``l2_reg`` 1e-5 as our η), at its defaults (adaptive learning rate, momentum and
+    damping; curvature every step) with inverses every step and every 5 (its default). Run in a fresh process
+    (:func:`kfac_jax_peer`): JAX's x64 mode is then off, as a kfac-jax user has it.
+
+    Per configuration: the first step (tracing and compiling), then the mean over ``steps`` steps after
+    ``warmup`` (its damping adaptation every 5 steps compiles a second variant on the 5th), i.e. over whole
+    5-step cycles, and the median.
+    """
     import jax
     import jax.numpy as jnp
     import kfac_jax
 
-    def loss(params, x):
-        logits = jnp.matmul(x, params[0]) + params[1]
-        kfac_jax.register_sigmoid_cross_entropy_loss(logits, x)
-        return jnp.mean(jnp.sum(jnp.logaddexp(0, logits) - x * logits, axis=1))
+    _kfac_jax_adapter()
+    X = jnp.asarray(np.load(x_path).astype(np.float32))
+    dims = layer_dims([X.shape[1], *widths, *widths[-2::-1], X.shape[1]])
+    rng = np.random.default_rng(0)
+    init = [(rng.standard_normal((a, b)).astype(np.float32) / np.sqrt(a), np.zeros(b, np.float32)) for a, b in dims]
 
-    params = (jnp.zeros((4, 4)), jnp.zeros(4))
-    x = jnp.ones((8, 4)) * 0.5
-    try:
-        opt = kfac_jax.Optimizer(value_and_grad_func=jax.value_and_grad(loss), l2_reg=0.0,
+    def loss(params, x):
+        h = x
+        for i, (W, b) in enumerate(params):
+            h = h @ W + b
+            if i < len(params) - 1 and W.shape[1] != min(widths):
+                h = jnp.tanh(h)
+        kfac_jax.register_sigmoid_cross_entropy_loss(h, x)
+        return jnp.mean(jnp.sum(jnp.logaddexp(0, h) - x * h, axis=1))
+
+    out = {"version": kfac_jax.__version__, "jax": jax.__version__, "x64": bool(jax.config.jax_enable_x64)}
+    for key, period in (("every_step", 1), ("default", 5)):
+        opt = kfac_jax.Optimizer(value_and_grad_func=jax.value_and_grad(loss), l2_reg=1e-5,
                                  use_adaptive_learning_rate=True, use_adaptive_momentum=True,
                                  use_adaptive_damping=True, initial_damping=1.0, multi_device=False,
-                                 num_burnin_steps=0)
-        key = jax.random.PRNGKey(0)
-        opt.step(params, opt.init(params, key, x), key, batch=x, global_step_int=0)
-    except Exception as err:  # an incompatible peer is reported, never fatal
-        return f"kfac-jax {kfac_jax.__version__} cannot step with jax {jax.__version__}: {type(err).__name__}: {err}"[:300]
-    return f"kfac-jax {kfac_jax.__version__} runs with jax {jax.__version__} (not timed by this script yet)"
+                                 num_burnin_steps=0, inverse_update_period=period)
+        rng_key = jax.random.PRNGKey(0)
+        params = [tuple(jnp.asarray(a) for a in layer) for layer in init]  # fresh buffers: kfac-jax donates them
+        t = time.perf_counter()
+        state = opt.init(params, rng_key, X)
+        ts = []
+        for i in range(warmup + steps + 1):
+            t0 = time.perf_counter()
+            params, state, stats = opt.step(params, state, rng_key, batch=X, global_step_int=i)
+            jax.block_until_ready(params)
+            ts.append(time.perf_counter() - t0)
+            if i == 0:
+                out[f"{key}_first_step_s"] = time.perf_counter() - t
+        timed = ts[warmup + 1:]
+        out[f"{key}_s"], out[f"{key}_median_s"] = float(np.mean(timed)), float(np.median(timed))
+        out[f"{key}_final_loss"] = float(stats["loss"])
+    return out
+
+
+def kfac_jax_peer(X, timeout: int = 900) -> dict | str:
+    """:func:`kfac_jax_times` in a fresh process when kfac-jax is installed; else, or on failure, why not."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    if importlib.util.find_spec("kfac_jax") is None:
+        return "not installed"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x.npy")
+        np.save(path, X)
+        code = ("import json; from experiments.benchmarks import kfac_jax_times; "
+                f"print('RESULT ' + json.dumps(kfac_jax_times({path!r})))")
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                             check=False, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
+    if res.returncode or not line:  # an incompatible peer is reported, never fatal
+        return f"kfac-jax failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}"[:300]
+    return json.loads(line[0][len("RESULT "):])
 
 
 def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=None, batch: int = 1000,
@@ -248,8 +318,9 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
                               ("kfac_over_kfra", "kfac", "kfra"), ("hf10_over_adam", "hf", "adam")):
                 if a in ok and b in ok:
                     ratios[key] = ok[a]["step_s"] / ok[b]["step_s"]
-            if "kfra" in ok and "adam" in ok:
-                ratios["kfra_flop_ratio"] = ok["kfra"]["flops"] / ok["adam"]["flops"]
+            for m in ("kfra", "kfra_amortised"):  # the FLOP ratio beside each time ratio
+                if m in ok and "adam" in ok:
+                    ratios[f"{m}_flop_ratio"] = ok[m]["flops"] / ok["adam"]["flops"]
             for m in ("adam", "kfra"):
                 if m in ok:
                     ratios[f"{m}_gemm_fraction"] = ok[m]["gemm_fraction"]
@@ -275,7 +346,13 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
                     ours[mine]["step_s"] / report["peers"][f"backpack_{theirs}_s"])
         if "adam_step_over_backpack_gradient" in report["peers"]:  # BackPACK's gradient is a plain torch one
             report["adam_over_torch_grad"] = report["peers"]["adam_step_over_backpack_gradient"]
-        report["peers"]["kfac_jax"] = kfac_jax_status()
+        kj = report["peers"]["kfac_jax"] = kfac_jax_peer(X)
+        if isinstance(kj, dict):  # the issue's keys: ours at our defaults against kfac-jax's
+            for key, mine, theirs in (("kfra_over_kfacjax_kfac", "kfra", "every_step_s"),
+                                      ("kfra_amortised_over_kfacjax_amortised", "kfra_amortised", "default_s"),
+                                      ("kfra_default_over_kfacjax_default", "kfra", "default_s")):
+                if "step_s" in ours.get(mine, {}):
+                    report[key] = ours[mine]["step_s"] / kj[theirs]
     print_table(report)
     if json_path:
         from pathlib import Path
