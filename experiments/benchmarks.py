@@ -49,14 +49,17 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5, T2: int | Non
     """
     dims = layer_dims(sizes)
     fwd = sum(2 * N * a * b for a, b in dims)
-    grad = 3 * fwd  # forward + two backward products per layer
+    first = 2 * N * dims[0][0] * dims[0][1]  # the first layer's product with its input
+    # forward + two backward products per layer, but no gradient w.r.t. the data (the first layer's input)
+    grad = 3 * fwd - first
+    jvp = 2 * fwd - first  # forward mode: J v needs two products per layer, one for the first (its input is data)
     if method in ("adam", "sgd"):
         return grad
     if method == "hf":
-        return grad + 10 * (2 * fwd + 2 * fwd)  # 10 CG iterations of a GN product (R-op + L-op)
+        return grad + 10 * 2 * jvp  # 10 CG iterations of a GN product (R-op + L-op, the forward pass reused)
     Q = sum(N * (a + 1) * (a + 2) for a, _ in dims)
     chol, solves, inverses = (replicated_flops(sizes, every)[k] for k in ("chol", "solves", "inverses"))
-    extra = 2 * fwd + fwd / T1  # R-op for α*, trial forward on T₁ steps
+    extra = jvp + fwd / T1  # R-op for α*, trial forward on T₁ steps
     if method.startswith("kfra"):
         # first push with a diagonal E[H_L]: (W⊙g)Wᵀ; later pushes W G Wᵀ; E[f'f'ᵀ] symmetric
         a_L, b_L = dims[-1]
@@ -67,7 +70,7 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5, T2: int | Non
     else:  # kflr with r outputs
         r = sizes[-1]
         G = sum(2 * N * r * a * b for a, b in dims[1:]) + sum(N * r * b * (b + 1) for _, b in dims)
-    search = 0.0 if T2 is None else (2 * (chol + solves + 2 * fwd) + (chol if every > 1 else 0)) / T2
+    search = 0.0 if T2 is None else (2 * (chol + solves + jvp) + (chol if every > 1 else 0)) / T2
     return grad + (Q + G + chol + inverses) / every + solves + extra + search
 
 
