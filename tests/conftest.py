@@ -22,12 +22,46 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: use --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    if not config.getoption("--runslow"):
+        skip = pytest.mark.skip(reason="slow: use --runslow")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+    if any(Path(str(item.fspath)).name == "test_sharding.py" for item in items):
+        sharding_worker()  # start it now: it runs beside the rest of the suite
+
+
+# The data-parallel tests (test_sharding.py) run tests/sharded_worker.py in a subprocess: XLA's device count is
+# fixed when jax is first imported. It takes about 80 s, mostly compiling; most of the suite runs on one core
+# (FAST_COMPILE evaluates in Python), so the worker is started at collection and its report is read when the
+# sharding tests run.
+SHARDED_METHODS = ("kfra", "kflr", "kfac", "adam", "hf")
+_SHARDING = {}
+
+
+def sharding_worker() -> dict:
+    """The worker's process and its output files (started once; None when jax is not installed)."""
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+
+    if not _SHARDING and importlib.util.find_spec("jax") is not None:
+        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+        # the files outlive this call: read by the sharding tests, closed at the end of the session
+        out, err = tempfile.TemporaryFile(mode="w+"), tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        worker = Path(__file__).with_name("sharded_worker.py")
+        _SHARDING.update(out=out, err=err, proc=subprocess.Popen(
+            [sys.executable, str(worker), ",".join(SHARDED_METHODS)], env=env, stdout=out, stderr=err, text=True))
+    return _SHARDING
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SHARDING:
+        if _SHARDING["proc"].poll() is None:
+            _SHARDING["proc"].kill()
+        _SHARDING["out"].close()
+        _SHARDING["err"].close()
 
 
 @pytest.fixture(scope="session")

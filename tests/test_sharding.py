@@ -3,27 +3,25 @@ is fixed when jax is first imported."""
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import SHARDED_METHODS as METHODS
+from conftest import sharding_worker
 
 import pt_kfgn as pk
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs the jax extra")
-METHODS = ("kfra", "kflr", "kfac", "adam", "hf")
 
 
 @pytest.fixture(scope="module")
 def report():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    worker = Path(__file__).with_name("sharded_worker.py")
-    res = subprocess.run([sys.executable, str(worker), ",".join(METHODS)], env=env, capture_output=True, text=True, check=False,
-                         timeout=900)
-    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
-    assert res.returncode == 0 and line, res.stderr[-3000:]
+    worker = sharding_worker()  # started at collection (conftest), so that it ran beside the other tests
+    rc = worker["proc"].wait(timeout=900)
+    worker["out"].seek(0)
+    worker["err"].seek(0)
+    out, err = worker["out"].read(), worker["err"].read()
+    line = [x for x in out.splitlines() if x.startswith("RESULT ")]
+    assert rc == 0 and line, err[-3000:]
     return json.loads(line[0][len("RESULT "):])
 
 
