@@ -24,7 +24,7 @@ def default_backend() -> str:
     """``$PT_KFGN_BACKEND`` if set, else ``"jax"`` when JAX is installed (the ``jax`` extra), else ``"numba"``.
 
     Measured (README "Backends", ``results/bench.json``): with JAX installed it runs every step of the
-    MNIST autoencoder fastest on the 2-core CPU and compiles them six times faster on a fresh machine;
+    MNIST autoencoder fastest on the 2-core CPU and compiles them six to seven times faster on a fresh machine;
     Numba needs no extra dependency.
     """
     env = os.environ.get("PT_KFGN_BACKEND")
