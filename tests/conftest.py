@@ -27,8 +27,12 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "slow" in item.keywords:
                 item.add_marker(skip)
-    if any(Path(str(item.fspath)).name == "test_sharding.py" for item in items):
-        sharding_worker()  # start it now: it runs beside the rest of the suite
+
+
+def pytest_collection_finish(session):
+    """After selection (``-k``, ``-m``): start the sharding worker when a sharding test will run."""
+    if any(Path(str(item.fspath)).name == "test_sharding.py" for item in session.items):
+        sharding_worker()  # it runs beside the rest of the suite
 
 
 # The data-parallel tests (test_sharding.py) run tests/sharded_worker.py in a subprocess: XLA's device count is
