@@ -69,6 +69,7 @@ def check_devices(devices, backend: str):
 # scalar tuple). The "fast" mode splits them into binary ufunc calls (same arithmetic up to the order of the
 # terms): the test suite's long-run smoke test fell from 63 to 33 s.
 FAST_BINARY_TAG = "pt_kfgn_binary_elemwise"
+_FAST_BINARY_REWRITE = "pt_kfgn_split_elemwise"
 
 
 def _register_binary_elemwise() -> None:
@@ -77,19 +78,19 @@ def _register_binary_elemwise() -> None:
     from pytensor.scalar.basic import Add, Mul
     from pytensor.tensor.elemwise import Elemwise
 
-    if "pt_kfgn_split_elemwise" in optdb:
+    if _FAST_BINARY_REWRITE in optdb:
         return
 
     @node_rewriter([Elemwise])
     def binary(fgraph, node):
-        if not isinstance(node.op.scalar_op, Add | Mul) or len(node.inputs) <= 2:
+        if not isinstance(node.op.scalar_op, Add | Mul) or len(node.inputs) <= 2 or node.op.inplace_pattern:
             return None
         out = node.inputs[0]
         for x in node.inputs[1:]:
             out = node.op.make_node(out, x).outputs[0]
         return [pytensor.tensor.cast(out, node.outputs[0].dtype)] if out.dtype != node.outputs[0].dtype else [out]
 
-    optdb.register("pt_kfgn_split_elemwise", in2out(binary), FAST_BINARY_TAG, position=49.5)
+    optdb.register(_FAST_BINARY_REWRITE, in2out(binary), FAST_BINARY_TAG, position=49.5)
 
 
 def _calls_lapack(fgraph) -> bool:

@@ -44,7 +44,7 @@ _SHARDING = {}
 
 
 def sharding_worker() -> dict:
-    """The worker's process and its output files (started once; None when jax is not installed)."""
+    """The worker's process and its output files (started once; empty when jax is not installed)."""
     import importlib.util
     import subprocess
     import sys

@@ -65,7 +65,11 @@ def test_alignment_smoke(tmp_path):
 
 
 def test_benchmarks_smoke(tmp_path):
+    import numpy as np
+
     from experiments.benchmarks import flops, main
+    from pt_kfgn.graph.layers import build_net
+    from pt_kfgn.optim import make_optimizer
 
     rep = main(quick=True, json_path=tmp_path / "b.json", backends=["fast"], reps=1, batch=8, widths=(4, 2),
                methods=("adam", "kfra", "kfac"), dim=12)
@@ -74,11 +78,6 @@ def test_benchmarks_smoke(tmp_path):
     # FLOP count of a gradient step: forward and two backward products per layer, less the gradient w.r.t. the
     # data that no step computes: here 5 products of 2 N d_in d_out, as many as the compiled Adam step holds
     assert flops("adam", [12, 4, 12], 8) == 5 * (2 * 8 * 12 * 4)
-    import numpy as np
-
-    from pt_kfgn.graph.layers import build_net
-    from pt_kfgn.optim import make_optimizer
-
     adam = make_optimizer("adam", build_net(12, 12, (4,), "tanh", 0, "float32", autoencoder=True), "bce")
     adam.step(np.zeros((8, 12), "float32"), np.zeros((8, 12), "float32"))
     products = ("Dot", "Dot22", "Dot22Scalar", "Gemm")  # a product, before or after PyTensor's BLAS rewrites
