@@ -165,19 +165,19 @@ def jax_mode():
 
 
 def compile_function(inputs, outputs, updates=None, backend: str | None = None, mesh=None, batch_inputs: int = 2,
-                     **kwargs):
+                     batch_outputs=(), **kwargs):
     """``pytensor.function`` in the chosen backend's mode.
 
     With a device ``mesh`` (:func:`check_devices`; JAX only), the first ``batch_inputs`` inputs — the
     mini-batch ``X``, ``Y`` (and KFAC's noise) — are split over the devices and everything else is replicated
-    (:mod:`pt_kfgn.sharding`).
+    (:mod:`pt_kfgn.sharding`); the outputs at the indices ``batch_outputs`` stay split.
     """
     name = check_backend(backend)
     mode = BACKENDS[name]
     if mesh is not None:
         from pt_kfgn.sharding import sharded_mode
 
-        mode = sharded_mode(mesh, n_batch_inputs=batch_inputs)
+        mode = sharded_mode(mesh, n_batch_inputs=batch_inputs, batch_outputs=tuple(batch_outputs))
     elif name == "jax":
         mode = jax_mode()
     if name == "jax":  # both JAX modes

@@ -58,8 +58,9 @@ class Alignment:
         grads = out[:P]
         grad = op.flat(grads)
         zero = np.zeros_like(grad)
-        d_block, _ = op.solve(X, Y, grad, gamma + self.eta, zero, self.cg_iters, block_diagonal=True)
-        d_full, _ = op.solve(X, Y, grad, lam + self.eta, zero, self.cg_iters)
+        lin = op.linearise(X, Y)  # one forward pass for both CG solves
+        d_block, _ = op.solve(X, Y, grad, gamma + self.eta, zero, self.cg_iters, block_diagonal=True, lin=lin)
+        d_full, _ = op.solve(X, Y, grad, lam + self.eta, zero, self.cg_iters, lin=lin)
         bounds = np.cumsum([0] + [int(np.prod(g.shape)) + int(np.prod(b.shape))
                                   for g, b in zip(grads[0::2], grads[1::2])])
         res = {"block_vs_full": cosine(d_block, d_full)}

@@ -62,15 +62,19 @@ def check_divisible(n: int, mesh) -> None:
                          f"divisible by {k} (e.g. {max(k, n - n % k)})")
 
 
-def sharded_mode(mesh, n_batch_inputs: int):
-    """PyTensor's JAX mode with a linker that jits the graph with the batch sharded over ``mesh``."""
+def sharded_mode(mesh, n_batch_inputs: int, batch_outputs=()):
+    """PyTensor's JAX mode with a linker that jits the graph with the batch sharded over ``mesh``.
+
+    ``batch_outputs``: indices of outputs that hold one row per datapoint (e.g. the pre-activations that
+    Hessian-free's Gauss-Newton products reuse): they stay split over the devices, never gathered."""
     from pytensor.compile.mode import JAX, Mode
     from pytensor.link.jax.linker import JAXLinker
 
     from pt_kfgn.backend import one_blas_thread_on_cpu
 
     class ShardedJAXLinker(JAXLinker):
-        """JAXLinker whose jit splits the first ``n_batch_inputs`` inputs along axis 0 and replicates the rest."""
+        """JAXLinker whose jit splits the first ``n_batch_inputs`` inputs (and the ``batch_outputs``) along axis 0
+        and replicates the rest."""
 
         def jit_compile(self, fn):
             import jax
@@ -82,7 +86,8 @@ def sharded_mode(mesh, n_batch_inputs: int):
             inputs = self.fgraph.inputs
             shardings = tuple(batch if i < n_batch_inputs and inputs[i].type.ndim >= 1 else replicated
                               for i in range(len(inputs)))
-            self.jitted = jax.jit(fn, in_shardings=shardings, out_shardings=replicated)
+            outs = tuple(batch if i in batch_outputs else replicated for i in range(len(self.fgraph.outputs)))
+            self.jitted = jax.jit(fn, in_shardings=shardings, out_shardings=outs if batch_outputs else replicated)
             return one_blas_thread_on_cpu(self.jitted, self.fgraph)
 
     return Mode(ShardedJAXLinker(), JAX.provided_optimizer)

@@ -291,6 +291,45 @@ def test_hf_cg_equals_exact_damped_solve(block):
     np.testing.assert_allclose(delta, np.linalg.solve(C, -grad), rtol=1e-5, atol=1e-9)
 
 
+def test_hf_products_reuse_the_forward_pass():
+    """The GN product and the gradient squares take the pre-activations of one linearisation: their graphs hold
+    no forward product (GN product: 2L − 1 forward-mode and 2L − 1 reverse-mode products for L layers), and the
+    product equals the brute-force GN matrix times v.
+
+    Caught: the products built without the pre-activations as inputs (the forward recomputed: 4L − 2 + L)."""
+    net = pt_kfgn.mlp([4, 5, 6, 3], ["tanh", "tanh", "identity"], seed=3)
+    X, Y = make_batch("softmax_ce", 9, 4, 3)
+    op = HessianFree(net, "softmax_ce").operator
+    dots = lambda fn: sum("Dot" in str(n.op) or "Gemm" in str(n.op) or "Gemv" in str(n.op)
+                          for n in fn.maker.fgraph.apply_nodes)
+    L = 3
+    assert dots(op._gv_fn) == 4 * L - 2
+    assert dots(op._sq_fn) == 2 * L - 1  # the per-sample backward (L − 1) and one product per layer (L)
+    v = np.random.default_rng(4).standard_normal(sum(op.sizes))
+    _, _, G, _, _ = brute_gn(net, "softmax_ce", X, Y)
+    np.testing.assert_allclose(op.product(X, Y, v, op.linearise(X, Y)), G @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_hf_cg_on_the_backend_equals_numpy_cg_iterate_for_iterate():
+    """The whole-network CG (one compiled call per iteration) against :func:`conjugate_gradient` on the same
+    preconditioned system, warm start and bookkeeping (float64): the same saved iterates.
+
+    Caught: the preconditioner dropped from the compiled iteration, and the warm start's residual taken as b."""
+    net = pt_kfgn.mlp([4, 5, 3], ["tanh", "identity"], seed=7)
+    X, Y = make_batch("softmax_ce", 8, 4, 3)
+    op = HessianFree(net, "softmax_ce", eta=1e-3).operator
+    r = np.random.default_rng(5)
+    lin = op.linearise(X, Y)
+    grad, x0, M = op.flat(lin.grads), r.standard_normal(sum(op.sizes)), r.uniform(0.5, 2.0, sum(op.sizes))
+    kw = {"max_iters": 12, "tol": 0.0, "precondition": M}
+    x, saved = op.solve(X, Y, grad, 0.3, x0, lin=lin, **kw)
+    _, saved_ref = conjugate_gradient(lambda v: op.product(X, Y, v, lin) + 0.3 * v, -grad, x0, **kw)
+    assert [i for i, _ in saved] == [i for i, _ in saved_ref] and saved[-1][0] == 12
+    for (_, a), (_, b) in zip(saved, saved_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
+    assert x is saved[-1][1] and x.dtype == np.float64
+
+
 def test_hf_step_decreases_the_loss_and_adapts_lambda():
     net = pt_kfgn.mlp([4, 6, 3], ["tanh", "identity"], seed=8)
     X, Y = make_batch("softmax_ce", 30, 4, 3)

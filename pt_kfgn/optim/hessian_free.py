@@ -4,7 +4,8 @@ One iteration, as Martens (2010) does it:
 
 1. ``∇f`` and the diagonal preconditioner ``M = (diag((1/N) Σₙ gₙ²) + λ + η)^ξ``, ξ = ¾, over per-datapoint
    gradients (Sec. 4.7; [ours] the mean over the batch, matching our mean objective);
-2. CG on ``(Ḡ + (λ + η) I) δ = −∇f`` (matrix-free GN products, forward then reverse mode) from
+2. CG on ``(Ḡ + (λ + η) I) δ = −∇f`` (matrix-free GN products, forward then reverse mode, on the forward
+   pass of step 1) from
    ``0.95 × the last CG iterate`` of the previous iteration, whatever its outcome (Sec. 4.5), stopped by
    Martens' relative-progress rule or ``max_iters``;
 3. CG-backtracking: the earliest saved iterate after which the objective stops decreasing (Sec. 4.6);
@@ -13,8 +14,9 @@ One iteration, as Martens (2010) does it:
 5. an Armijo backtracking line search on that iterate (c = 10⁻², shrink 0.8, Martens' HFDemo).
 
 ``block_diagonal=True`` runs CG on each layer's block independently (the block-diagonal GN of App. F.2), with
-backtracking over index-combined iterates [ours].  The CG loop runs in Python/numpy; each iteration is one
-compiled GN product (:class:`pt_kfgn.optim.cg.GNOperator`).
+backtracking over index-combined iterates [ours].  Each CG iteration of the whole network is one compiled call
+(the GN product and CG's vector updates, in the network's dtype); Martens' stopping rule and the saved iterates
+stay on the host (:class:`pt_kfgn.optim.cg.GNOperator`).
 """
 
 from __future__ import annotations
@@ -78,21 +80,22 @@ class HessianFree(Optimizer):
         f = self.operator.objective(X, Y)
         return f if math.isfinite(f) else math.inf
 
-    def preconditioner(self, X, Y, damping: float):
+    def preconditioner(self, X, Y, damping: float, lin=None):
         """Martens' ``(diag((1/N) Σₙ gₙ²) + damping)^ξ``, or None when switched off."""
         if not self.precondition:
             return None
-        return (self.operator.gradient_squares(X, Y) + damping) ** self.xi
+        return (self.operator.gradient_squares(X, Y, lin) + damping) ** self.xi
 
     def step(self, X, Y) -> dict:
         X, Y = self.check_step_batch(X, Y)
         self.t += 1
         op = self.operator
-        Ebar, f0, grad = op.gradient(X, Y)
+        lin = op.linearise(X, Y)  # the forward pass, once for every product of this step
+        Ebar, f0, grad = lin.Ebar, lin.f, op.flat(lin.grads)
         theta = op.flat([p.get_value() for p in self.params])
         damping = self.lam + self.eta
         delta, saved = op.solve(X, Y, grad, damping, self.decay * self.x_prev, self.max_iters,
-                                self.block_diagonal, precondition=self.preconditioner(X, Y, damping))
+                                self.block_diagonal, precondition=self.preconditioner(X, Y, damping, lin), lin=lin)
         self.x_prev = delta  # Martens: the next warm start, whatever this step's outcome
         best, f_best = delta, self._trial(X, Y, theta + delta)
         for _, cand in reversed(saved[:-1]):  # CG-backtracking
@@ -102,7 +105,7 @@ class HessianFree(Optimizer):
             best, f_best = cand, f_c
         # ρ of the backtracked iterate against the undamped model (at θ), before the line search
         self._set(theta)
-        model = grad @ best + 0.5 * best @ (op.product(X, Y, best) + self.eta * best)
+        model = grad @ best + 0.5 * best @ (op.product(X, Y, best, lin) + self.eta * best)
         rho = (f_best - f0) / model if model < 0 and math.isfinite(f_best) else math.nan
         self.lam = rules.clip(rules.update_lambda(self.lam, rho, 2 / 3), rules.LAMBDA_BOUNDS)
         slope, rate, f_new = grad @ best, 1.0, f_best  # Armijo line search on the chosen iterate
