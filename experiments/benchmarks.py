@@ -37,8 +37,9 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5, T2: int | Non
     """FLOPs of one step, counted from the layer sizes (multiply-add = 2), averaged over T₁ steps (and, with
     ``T2``, over the T₂ cycle of the γ search).
 
-    KFGN: gradient, ``Q`` factors, output factors, Cholesky factorisations and their two-sided solves,
-    the forward-mode product for α*, and the trial forward pass on every T₁-th step; with ``every`` > 1
+    HF with 10 CG iterations: see the comment in the code. KFGN: gradient, ``Q`` factors, output factors,
+    Cholesky factorisations and their two-sided solves, the forward-mode product for α*, and the trial forward
+    pass on every T₁-th step; with ``every`` > 1
     (amortised curvature) the factors, factorisations and explicit inverses (a triangular solve against the
     identity and a symmetric product, ``2 n³`` per factor) every ``every`` steps and the two GEMMs that apply
     them every step (as many FLOPs as the two-sided triangular solves).
@@ -56,7 +57,10 @@ def flops(method: str, sizes, N: int, every: int = 1, T1: int = 5, T2: int | Non
     if method in ("adam", "sgd"):
         return grad
     if method == "hf":
-        return grad + 10 * 2 * jvp  # 10 CG iterations of a GN product (R-op + L-op, the forward pass reused)
+        # Martens' diagonal (a per-datapoint backward and one product per layer), 12 GN products (forward and
+        # reverse mode on the step's forward pass: the warm start's residual, 10 CG iterations, ρ's model) and
+        # one trial forward pass (CG-backtracking and the line search may add more)
+        return grad + (2 * fwd - first) + 12 * 2 * jvp + fwd
     Q = sum(N * (a + 1) * (a + 2) for a, _ in dims)
     chol, solves, inverses = (replicated_flops(sizes, every)[k] for k in ("chol", "solves", "inverses"))
     extra = jvp + fwd / T1  # R-op for α*, trial forward on T₁ steps
