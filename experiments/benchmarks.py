@@ -1,7 +1,8 @@
 """Step-time benchmark (issue 5): the MNIST autoencoder 784-1000-500-250-30-250-500-1000-784, batch 1000.
 
-For each backend available (numba, c, jax) and dtype: median time per step (after warm-up, in one process) of
-Adam, KFRA, KFAC, HF with 10 CG iterations, and KFLR on the one-output classifier 784-1000-500-250-30-1; the
+For each backend available (numba, c, jax) and dtype: time per step (after warm-up, in one process, the methods
+interleaved: :func:`time_methods`) of Adam, KFRA, KFRA with curvature every 5 steps, KFAC, HF with 10 CG
+iterations, and KFLR on the one-output classifier 784-1000-500-250-30-1; the
 first-compile time of each step; peak RSS; the FLOP count of each step (from the layer sizes) and the achieved
 GFLOP/s against a numpy GEMM of the same size measured in the same run.  The key figures are ratios.
 Peers (BackPACK, kfac-jax) are timed when installed; they are never dependencies.
@@ -106,9 +107,9 @@ def peak_rss_mb() -> float:
 CYCLE = 20  # T₂: one γ search and four T₁ steps (trial loss, λ update) in every 20 KFGN steps
 
 
-def time_method(method, backend, dtype, X, Y, reps, sizes_widths, classifier=False):
-    """Per-step time: first-order and HF the median of ``reps`` steps; KFGN the mean over a full T₂ cycle
-    (20 steps with its γ search and trial-loss steps, i.e. the cost a run pays per step)."""
+def prepare_method(method, backend, dtype, X, Y, sizes_widths, classifier=False) -> dict:
+    """Build and compile one method's optimiser (compile and JIT timed) and take one step; what
+    :func:`time_methods` needs to time it."""
     loss = "mixture" if classifier else "bce"
     net = build_net(X.shape[1], Y.shape[1], sizes_widths, "tanh", 0, dtype, autoencoder=not classifier)
     kwargs = {"max_iters": 10} if method == "hf" else {}
@@ -120,16 +121,36 @@ def time_method(method, backend, dtype, X, Y, reps, sizes_widths, classifier=Fal
     opt.compile(example=(X, Y))
     compile_s = time.perf_counter() - t
     opt.step(X, Y)
-    ts = []
-    n = CYCLE if name in ("kfra", "kfac", "kflr") else reps
-    for _ in range(n):
-        t = time.perf_counter()
-        opt.step(X, Y)
-        ts.append(time.perf_counter() - t)
-    step = float(np.mean(ts)) if n == CYCLE else float(np.median(ts))
+    kfgn = name in ("kfra", "kfac", "kflr")
     every = 5 if method == "kfra_amortised" else 1
-    return {"step_s": step, "median_s": float(np.median(ts)), "compile_s": compile_s,
-            "flops": flops(method, net.sizes, len(X), every, T2=CYCLE if n == CYCLE else None), "peak_rss_mb": peak_rss_mb(), "sizes": net.sizes}
+    return {"opt": opt, "batch": (X, Y), "kfgn": kfgn, "compile_s": compile_s, "sizes": net.sizes,
+            "flops": flops(method, net.sizes, len(X), every, T2=CYCLE if kfgn else None)}
+
+
+def time_methods(prepared: dict, reps: int, rounds: int = 3) -> dict:
+    """Per-step times of prepared methods, **interleaved**: ``rounds`` rounds, each running every method in
+    turn — a KFGN method a whole T₂ cycle of 20 steps (one γ search, four T₁ steps with the trial loss: what a
+    run pays per step), HF ``max(1, reps // 5)`` steps, a first-order method ``reps`` steps — so that a drift of
+    the machine's speed (±10 % over minutes here) falls on every method alike.
+
+    Returns per method ``step_s`` (KFGN: the mean over its cycles; others: the median), ``median_s``,
+    ``compile_s``, ``flops``, ``sizes`` and ``peak_rss_mb``.
+    """
+    times = {m: [] for m in prepared}
+    for _ in range(rounds):
+        for m, p in prepared.items():
+            n = CYCLE if p["kfgn"] else (max(1, reps // 5) if m == "hf" else reps)
+            for _ in range(n):
+                t = time.perf_counter()
+                p["opt"].step(*p["batch"])
+                times[m].append(time.perf_counter() - t)
+    out = {}
+    for m, p in prepared.items():
+        ts = times[m]
+        out[m] = {"step_s": float(np.mean(ts) if p["kfgn"] else np.median(ts)), "median_s": float(np.median(ts)),
+                  "compile_s": p["compile_s"], "flops": p["flops"], "peak_rss_mb": peak_rss_mb(),
+                  "sizes": p["sizes"], "steps_timed": len(ts)}
+    return out
 
 
 def cold_compile(backend: str, dtype: str = "float32") -> dict:
@@ -306,15 +327,19 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
         gemm = gemm_gflops(1000, dtype)
         report[f"numpy_gemm_gflops_{dtype}"] = gemm
         for be in backends:
-            res = {}
-            for m in methods:
+            res, prepared = {}, {}
+            for m in methods:  # compile every method first, then time them interleaved
                 try:
                     if m == "kflr":
-                        res[m] = time_method(m, be, dtype, X, Yc, reps, widths, classifier=True)
+                        prepared[m] = prepare_method(m, be, dtype, X, Yc, widths, classifier=True)
                     else:
-                        res[m] = time_method(m, be, dtype, X, X, reps, widths)
+                        prepared[m] = prepare_method(m, be, dtype, X, X, widths)
                 except Exception as err:  # a backend may lack an op: report it, go on
                     res[m] = {"error": f"{type(err).__name__}: {err}"[:300]}
+            timed = time_methods(prepared, reps, rounds=1 if quick else 3)
+            prepared.clear()
+            for m in methods:
+                res[m] = timed.get(m, res.get(m))
                 if "step_s" in res[m]:
                     res[m]["gflops"] = res[m]["flops"] / res[m]["step_s"] / 1e9
                     res[m]["gemm_fraction"] = res[m]["gflops"] / gemm
