@@ -145,6 +145,35 @@ def test_a_float64_graph_runs_in_float64_on_jax_after_a_float32_one():
         jax.config.update("jax_enable_x64", True)
 
 
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
+def test_jax_compiles_into_a_persistent_cache_beside_pytensors_unless_one_is_set(tmp_path):
+    """A fresh process compiling a JAX step writes XLA's executable under ``<PyTensor compiledir>/jax``; a
+    cache directory the user gave JAX is kept.
+
+    Caught: the cache not enabled (nothing written), and a user's directory overwritten."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import jax, numpy as np, pytensor, pytensor.tensor as pt; "
+            "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0); "
+            "from pt_kfgn.backend import compile_function; x = pt.vector('x', dtype='float32'); "
+            "compile_function([x], pt.exp(x) * 3, backend='jax')(np.ones(3, 'float32')); "
+            "print(jax.config.jax_compilation_cache_dir)")
+    for user in (None, str(tmp_path / "mine")):
+        env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={tmp_path / 'pt'}"}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        if user:
+            env["JAX_COMPILATION_CACHE_DIR"] = user
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        used = out.stdout.strip().splitlines()[-1]
+        if user:
+            assert used == user
+        else:
+            assert used.startswith(str(tmp_path / "pt")) and used.endswith(os.sep + "jax")
+        assert os.listdir(used), "nothing was cached"
+
+
 def test_the_default_backend_is_jax_when_installed_else_numba(monkeypatch):
     """README "Backends": JAX when the extra is installed (fastest here), Numba without it; the variable wins."""
     import importlib.util as iu
