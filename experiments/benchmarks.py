@@ -181,27 +181,54 @@ def available_backends():
     return sorted(out, key=lambda b: b != check_backend(None))
 
 
+def _torch_autoencoder(X, widths=AE):
+    """The autoencoder in torch (tanh hidden, linear code layer), extended for BackPACK, and the batch."""
+    import torch
+    from backpack import extend
+
+    torch.manual_seed(0)
+    dims = [X.shape[1], *widths, *widths[-2::-1], X.shape[1]]
+    layers = []
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(dims) - 2 and i != len(widths) - 1:
+            layers.append(torch.nn.Tanh())
+    return extend(torch.nn.Sequential(*layers)), torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+
+
+class TorchGradient:
+    """A torch gradient step on the same net and batch (squared error), timed **interleaved** with our methods
+    (:func:`time_methods`): the ``adam_over_torch_grad`` peer."""
+
+    def __init__(self, X, widths=AE):
+        import torch
+        from backpack import extend
+
+        self.model, self.x = _torch_autoencoder(X, widths)
+        self.lossf = extend(torch.nn.MSELoss(reduction="mean"))
+
+    def step(self, *_):
+        self.model.zero_grad()
+        self.lossf(self.model(self.x), self.x).backward()
+
+
+def torch_available() -> bool:
+    return importlib.util.find_spec("backpack") is not None and importlib.util.find_spec("torch") is not None
+
+
 def peers(X, reps: int) -> dict:
     """BackPACK's KFRA/KFAC factors with the gradient (CPU torch), when installed."""
     res = {}
-    if importlib.util.find_spec("backpack") is None or importlib.util.find_spec("torch") is None:
+    if not torch_available():
         return {"backpack": "not installed"}
     import torch
     from backpack import backpack, extend
     from backpack.extensions import KFAC, KFRA
 
-    torch.manual_seed(0)
-    dims = [784, *AE, *AE[-2::-1], 784]
-    layers = []
-    for i, (a, b) in enumerate(itertools.pairwise(dims)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(dims) - 2 and b != 30:
-            layers.append(torch.nn.Tanh())
-    model = extend(torch.nn.Sequential(*layers))
+    model, x = _torch_autoencoder(X)
     # squared error: BackPACK's KFRA does not implement BCEWithLogitsLoss (NotImplementedError, BackPACK 1.7);
     # the loss's share of the cost is negligible next to the layers' products
     lossf = extend(torch.nn.MSELoss(reduction="mean"))
-    x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))  # the float32 run's batch
     res["backpack_loss"] = "mse"
     for name, ext in (("grad", None), ("kfra", KFRA), ("kfac", KFAC)):
         ts = []
@@ -336,8 +363,14 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
                         prepared[m] = prepare_method(m, be, dtype, X, X, widths)
                 except Exception as err:  # a backend may lack an op: report it, go on
                     res[m] = {"error": f"{type(err).__name__}: {err}"[:300]}
+            torch_peer = not quick and dtype == "float32" and be == backends[0] and torch_available()
+            if torch_peer:  # the torch gradient step, timed interleaved with ours
+                prepared["torch_grad"] = {"opt": TorchGradient(X, widths), "batch": (), "kfgn": False,
+                                          "compile_s": 0.0, "sizes": None, "flops": None}
             timed = time_methods(prepared, reps, rounds=1 if quick else 3)
             prepared.clear()
+            if torch_peer:
+                report["torch_grad_interleaved_s"] = timed["torch_grad"]["step_s"]
             for m in methods:
                 res[m] = timed.get(m, res.get(m))
                 if "step_s" in res[m]:
@@ -376,7 +409,9 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
                 what = "gradient" if theirs == "grad" else f"{theirs}_factors"
                 report["peers"][f"{mine}_step_over_backpack_{what}"] = (
                     ours[mine]["step_s"] / report["peers"][f"backpack_{theirs}_s"])
-        if "adam_step_over_backpack_gradient" in report["peers"]:  # BackPACK's gradient is a plain torch one
+        if "torch_grad_interleaved_s" in report and "step_s" in ours.get("adam", {}):  # timed beside ours
+            report["adam_over_torch_grad"] = ours["adam"]["step_s"] / report["torch_grad_interleaved_s"]
+        elif "adam_step_over_backpack_gradient" in report["peers"]:  # BackPACK's gradient is a plain torch one
             report["adam_over_torch_grad"] = report["peers"]["adam_step_over_backpack_gradient"]
         kj = report["peers"]["kfac_jax"] = kfac_jax_peer(X)
         if isinstance(kj, dict):  # the issue's keys: ours at our defaults against kfac-jax's
