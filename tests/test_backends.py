@@ -146,6 +146,52 @@ def test_a_float64_graph_runs_in_float64_on_jax_after_a_float32_one():
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
+@pytest.mark.parametrize("method", ["kfra", "adam", "hf"])
+def test_a_float32_step_stays_float32_on_jax_when_x64_is_on(method):
+    """With JAX's x64 mode on (PyTensor turns it on from floatX = float64; a float64 graph turns it on), a float32
+    step computes in float32 throughout and writes float32 parameters and state back.
+
+    Caught: without the JAX modes' reductions in the output dtype (``JAX_REDUCE_TAG``), PyTensor's float64
+    accumulators of the bias gradients come out float64, the whole KFRA step after them runs in float64, and
+    the parameters come back float64."""
+    import jax
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    from pt_kfgn.optim import make_optimizer
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        net = pt_kfgn.mlp([5, 4, 3], ["tanh", "identity"], seed=1, dtype="float32")
+        X, Y = (a.astype("float32") for a in make_batch("bce", 16, 5, 3))
+        kwargs = {"T2": 2} if method == "kfra" else ({"max_iters": 3} if method == "hf" else {})
+        opt = make_optimizer(method, net, "bce", backend="jax", **kwargs)
+        for _ in range(2):
+            opt.step(X, Y)
+        assert {np.asarray(v.get_value()).dtype for v in opt.params} == {np.dtype("float32")}
+        if method == "hf":  # the linearisation's arrays, which CG works on, as declared
+            lin = opt.operator.linearise(X, Y)
+            assert {np.asarray(a).dtype for a in [*lin.grads, *lin.hs]} == {np.dtype("float32")}
+            return
+        fns = list(opt._fns.values()) if method == "kfra" else [opt._fn]
+        for fn in fns:  # no float64 value anywhere in the traced step
+            inputs = zip(fn.input_storage, fn.maker.fgraph.inputs)  # explicit inputs: X, Y, then scalars
+            args = [jax.ShapeDtypeStruct(np.shape(c.data), np.asarray(c.data).dtype) if c.data is not None else
+                    jax.ShapeDtypeStruct((X, Y)[k].shape if k < 2 else v.type.shape, v.type.dtype)
+                    for k, (c, v) in enumerate(inputs)]
+            jaxpr = jax.make_jaxpr(jax_funcify(fn.maker.fgraph))(*args).jaxpr
+            # weakly typed float64 (a Python scalar constant broadcast) yields to float32 wherever it meets one
+            wide = {str(e.primitive) for e in jaxpr.eqns for v in e.outvars
+                    if v.aval.dtype == np.float64 and not v.aval.weak_type}
+            assert not wide, wide
+            stored = {v.name: np.asarray(c.data).dtype for c, v in zip(fn.input_storage, fn.maker.fgraph.inputs)
+                      if c.data is not None and np.asarray(c.data).dtype != v.type.dtype}
+            assert not stored, stored  # every shared variable (parameters, moments, caches) as declared
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
 def test_jax_compiles_into_a_persistent_cache_beside_pytensors_unless_one_is_set(tmp_path):
     """A fresh process compiling a JAX step writes XLA's executable under ``<PyTensor compiledir>/jax``; a
     cache directory the user gave JAX is kept.
