@@ -17,7 +17,7 @@ from pt_kfgn.curvature.factors import METHODS, check_memory, exact_blocks
 from pt_kfgn.curvature.factors import kronecker_factors as _factors
 from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.custom_loss import CustomLoss
-from pt_kfgn.graph.layers import check_batch
+from pt_kfgn.graph.layers import check_data
 from pt_kfgn.graph.losses import get_loss, new_rng, noise_input
 
 
@@ -47,8 +47,7 @@ def _build(net, loss, what, seed):
 
 def _prepare(net, loss, X, Y, what=None):
     loss = get_loss(loss)
-    X = check_batch(X, net.sizes[0], net.dtype)
-    Y = loss.check_targets(Y, X.shape[0], net.sizes[-1]).astype(net.dtype)
+    X, Y = check_data(net, loss, X, Y)
     if what is not None:
         check_memory(net.sizes, len(X), what, loss.output_rank(net.sizes[-1]), np.dtype(net.dtype).itemsize)
     return loss, X, Y

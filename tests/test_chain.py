@@ -73,6 +73,32 @@ def test_skip_connection_weight_sharing_and_no_bias_are_rejected():
         layer_chain(pt.tanh(h1))
 
 
+def test_the_batch_check_finds_every_non_finite_entry_and_copies_nothing():
+    """``check_batch`` / ``check_data``: a NaN or inf anywhere is an error, finite entries whose sum overflows are
+    not, and a batch already in the net's dtype is passed on without a copy (the check runs on every step).
+
+    Caught: the one-pass sum alone (it rejects the overflowing finite batch), and the copy of the old
+    ``X.astype(dtype)`` (the result is then not the caller's array)."""
+    from pt_kfgn.graph.layers import all_finite, check_batch, check_data
+
+    big = np.full((3, 4), 3e38, np.float32)  # finite; its sum overflows float32
+    assert all_finite(big) and check_batch(big, 4, "float32") is big
+    for bad in (np.nan, np.inf, -np.inf):
+        X = big.copy()
+        X[2, 1] = bad
+        assert not all_finite(X)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            check_batch(X, 4, "float32")
+    net = pt_kfgn.mlp([4, 3, 2], ["tanh", "identity"], dtype="float32")
+    X, Y = np.zeros((5, 4), np.float32), np.full((5, 2), 0.5, np.float32)
+    Xc, Yc = check_data(net, pt_kfgn.get_loss("bce"), X, Y)
+    assert Xc is X and Yc is Y
+    Xc, Yc = check_data(net, pt_kfgn.get_loss("bce"), X.astype(np.float64), (Y > 0).astype(np.int64))
+    assert Xc.dtype == Yc.dtype == np.float32 and np.all(Yc == 1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        check_data(net, pt_kfgn.get_loss("bce"), X, np.where(Y > 0, np.inf, Y))
+
+
 def test_bad_input_gives_clear_errors():
     net = pt_kfgn.mlp([4, 3, 2], ["tanh", "identity"])
     X, Y = np.zeros((5, 4)), np.full((5, 2), 0.5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
+from pt_kfgn.graph.layers import all_finite
 from pt_kfgn.graph.losses import Loss
 
 
@@ -71,7 +72,7 @@ class CustomLoss(Loss):
         Y = np.asarray(Y, dtype=float)
         if Y.ndim != 2 or len(Y) != n:
             raise ValueError(f"{self.name}: targets must be a matrix with one row per datapoint ({n})")
-        if not np.all(np.isfinite(Y)):
+        if not all_finite(Y):
             raise ValueError(f"{self.name}: targets contain NaN or inf")
         return Y
 

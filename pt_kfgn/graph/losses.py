@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
+from pt_kfgn.graph.layers import all_finite
+
 LOSSES = ("mse", "bce", "softmax_ce", "mixture")
 
 
@@ -92,9 +94,9 @@ class Loss:
         Y = np.asarray(Y)
         if Y.shape != (n, d):
             raise ValueError(f"{self.name}: targets of shape {Y.shape} do not match the output ({n}, {d})")
-        if not np.all(np.isfinite(Y)):
+        if not all_finite(Y):
             raise ValueError(f"{self.name}: targets contain NaN or inf")
-        return Y.astype(float)
+        return Y if Y.dtype.kind == "f" else Y.astype(float)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

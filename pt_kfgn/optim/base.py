@@ -13,7 +13,7 @@ import pytensor.tensor as pt
 
 from pt_kfgn.backend import check_backend, check_devices, compile_function, floatx
 from pt_kfgn.graph.chain import layer_chain
-from pt_kfgn.graph.layers import check_batch
+from pt_kfgn.graph.layers import check_data
 from pt_kfgn.graph.losses import get_loss
 
 
@@ -48,9 +48,7 @@ class Optimizer:
     # -- data checks -------------------------------------------------------------------------------
     def check(self, X, Y):
         """Validate and cast a batch; a clear ValueError on shape mismatch or NaN/inf."""
-        X = check_batch(X, self.net.sizes[0], self.net.dtype)
-        Y = self.loss.check_targets(Y, X.shape[0], self.net.sizes[-1]).astype(self.net.dtype)
-        return X, Y
+        return check_data(self.net, self.loss, X, Y)
 
     def check_step_batch(self, X, Y):
         """:meth:`check`, and on several devices a batch that splits evenly over them."""

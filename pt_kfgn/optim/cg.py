@@ -19,7 +19,7 @@ from pt_kfgn.curvature.factors import augmented_input, per_sample_grads
 from pt_kfgn.curvature.products import gn_vector_product
 from pt_kfgn.curvature.recursions import batch_size
 from pt_kfgn.graph.chain import layer_chain
-from pt_kfgn.graph.layers import check_batch
+from pt_kfgn.graph.layers import check_data
 from pt_kfgn.graph.losses import get_loss
 from pt_kfgn.optim.base import regularised_objective
 
@@ -231,8 +231,7 @@ class GNOperator:
         return [np.asarray(u, dtype=self.net.dtype) for u in self.split(v)]
 
     def check(self, X, Y):
-        X = check_batch(X, self.net.sizes[0], self.net.dtype)
-        return X, self.loss.check_targets(Y, X.shape[0], self.net.sizes[-1]).astype(self.net.dtype)
+        return check_data(self.net, self.loss, X, Y)
 
     def linearise(self, X, Y) -> Linearisation:
         """:class:`Linearisation` at the current parameters (one compiled call)."""
