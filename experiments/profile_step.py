@@ -13,6 +13,13 @@ timed in the same process, and the difference between consecutive stages is that
    beside an Adam step on the same batch.
 
     python -m experiments.profile_step --json results/profile_step.json
+
+``--trace`` (JAX only) adds a second view that needs no ablation: the compiled step is run under JAX's profiler and
+XLA's own op events are sorted into kinds — matrix products, LAPACK's triangular solves and Cholesky
+factorisations, and the rest (elementwise fusions, layout copies, concatenations) — with the wall time per step
+during which at least one op of a kind runs on some thread, and the time during which none runs at all (dispatch,
+Python, waiting). XLA runs independent ops on both cores at once, so the kinds overlap and do not add up to
+the step.
 """
 
 from __future__ import annotations
@@ -70,8 +77,65 @@ def stage_outputs(opt, k: int):
     return outs + deltas + [model.alpha]
 
 
+# XLA CPU op names (an HLO instruction's name without its numeric suffix) → the kind of work [ours]
+OP_KINDS = (("matrix products", ("ynn_fusion", "dot", "onednn", "xnn")),
+            ("triangular solves (LAPACK)", ("triangular_solve",)),
+            ("Cholesky factorisations (LAPACK)", ("cholesky",)))
+OTHER_OPS = "elementwise, copies, concatenations"
+_NOT_OPS = ("ThunkExecutor", "end:", "Threadpool", "H2D", "Slinky", "Wait", "$")
+
+
+def op_kind(name: str) -> str | None:
+    """The kind of an XLA CPU trace event (:data:`OP_KINDS`, else :data:`OTHER_OPS`); None for the runtime's own
+    events (thunk executor, thread pools, transfers, Python)."""
+    if name.startswith(_NOT_OPS):
+        return None
+    for kind, prefixes in OP_KINDS:
+        if name.startswith(prefixes):
+            return kind
+    return OTHER_OPS
+
+
+def trace_breakdown(step, args, reps: int, resolution_us: float = 20.0) -> dict:
+    """Wall ms per call of ``step(*args)`` during which XLA runs at least one op of each kind, and during which it
+    runs none, from a JAX profiler trace of ``reps`` calls (after two untraced ones)."""
+    import tempfile
+
+    import jax
+
+    step(*args)
+    step(*args)
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp)
+        t = time.perf_counter()
+        for _ in range(reps):
+            step(*args)
+        wall = (time.perf_counter() - t) / reps
+        jax.profiler.stop_trace()
+        (path,) = Path(tmp).rglob("*.xplane.pb")
+        data = jax.profiler.ProfileData.from_file(str(path))
+    events = [(e.start_ns, e.start_ns + e.duration_ns, kind) for plane in data.planes if plane.name == "/host:CPU"
+              for line in plane.lines if not line.name.startswith("python")
+              for e in line.events if (kind := op_kind(e.name)) is not None]
+    if not events:
+        raise RuntimeError("the trace holds no XLA CPU op events (is the step compiled by JAX on CPU?)")
+    t0, res = min(e[0] for e in events), resolution_us * 1e3
+    n = int((max(e[1] for e in events) - t0) / res) + 2
+    kinds = [k for k, _ in OP_KINDS] + [OTHER_OPS]
+    busy = {k: np.zeros(n, bool) for k in kinds}
+    for start, end, kind in events:
+        busy[kind][int((start - t0) / res):int((end - t0) / res) + 1] = True
+    any_op = np.any(list(busy.values()), axis=0)
+    per_step = res / 1e6 / reps
+    return {"step_ms": 1e3 * wall, "traced_steps": reps,
+            "kinds": {k: float(busy[k].sum() * per_step) for k in kinds},
+            "no_op_running_ms": float((~any_op).sum() * per_step) + max(0.0, 1e3 * wall - n * per_step)}
+
+
 def main(reps: int = 10, batch: int = 1000, dtype: str = "float32", backend=None, json_path=None,
-         widths=AE, dim: int = 784) -> dict:
+         widths=AE, dim: int = 784, trace: bool = False) -> dict:
+    if trace and backend != "jax":
+        raise ValueError("--trace reads XLA's op events: it needs --backend jax")
     rng = np.random.default_rng(0)
     X = (rng.random((batch, dim)) < 0.13).astype(dtype)  # MNIST-like binary batch; timing only
     net = build_net(dim, dim, widths, "tanh", 0, dtype, autoencoder=True)
@@ -85,6 +149,10 @@ def main(reps: int = 10, batch: int = 1000, dtype: str = "float32", backend=None
     state = kfra.state_dict()
     times["step"] = _median_time(kfra.step, (X, X), reps)
     kfra.load_state_dict(state)
+    traced = None
+    if trace:
+        traced = trace_breakdown(kfra.step, (X, X), reps)
+        kfra.load_state_dict(state)
     adam = make_optimizer("adam", build_net(dim, dim, widths, "tanh", 0, dtype, autoencoder=True), "bce",
                           backend=backend)
     times["adam"] = _median_time(adam.step, (X, X), reps)
@@ -103,6 +171,12 @@ def main(reps: int = 10, batch: int = 1000, dtype: str = "float32", backend=None
         print(f"{r['stage']:48} {r['ms']:8.1f} {100 * r['ms'] / report['kfra_step_ms']:7.0f}%")
     print(f"{'KFRA step':48} {report['kfra_step_ms']:8.1f}\n{'Adam step':48} {report['adam_step_ms']:8.1f}")
     print(f"KFRA / Adam {report['kfra_over_adam']:.2f} (FLOP ratio {report['flops_kfra_over_adam']:.2f})")
+    if traced is not None:
+        report["trace"] = traced
+        print(f"\nXLA's ops by kind (JAX profiler, {reps} steps, mean step {traced['step_ms']:.1f} ms; "
+              "kinds overlap on the two cores)")
+        for kind, ms in [*traced["kinds"].items(), ("no XLA op running", traced["no_op_running_ms"])]:
+            print(f"{kind:48} {ms:8.1f}")
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2))
@@ -116,5 +190,6 @@ if __name__ == "__main__":
     p.add_argument("--dtype", default="float32")
     p.add_argument("--backend", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--trace", action="store_true", help="also sort XLA's ops by kind from a JAX profiler trace")
     a = p.parse_args()
-    main(a.reps, a.batch, a.dtype, a.backend, a.json)
+    main(a.reps, a.batch, a.dtype, a.backend, a.json, trace=a.trace)

@@ -1,5 +1,6 @@
 """Every experiment script runs end to end in its smoke configuration (tiny nets, few steps)."""
 
+import importlib.util
 import json
 import math
 
@@ -98,6 +99,26 @@ def test_profile_step_smoke(tmp_path):
     main(reps=1, batch=8, dtype="float64", backend="fast", json_path=tmp_path / "p.json", widths=(4, 2), dim=12)
     saved = json.loads((tmp_path / "p.json").read_text())
     assert [r["stage"] for r in saved["rows"]][:len(STAGES)] == list(STAGES)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
+def test_profile_trace_sorts_xlas_ops_by_kind(tmp_path):
+    """``--trace``: the step's LAPACK calls and products are found in JAX's profiler trace and sorted by kind.
+
+    Caught: every op sorted as "other" (the LAPACK and product kinds then read 0), and a Numba profile asked
+    for a trace (it has no XLA ops: a clear error instead of an empty table)."""
+    from experiments.profile_step import OP_KINDS, OTHER_OPS, main, op_kind
+
+    assert op_kind("triangular_solve.12") == "triangular solves (LAPACK)" and op_kind("ynn_fusion.3") == OP_KINDS[0][0]
+    assert op_kind("select_select_fusion.4") == OTHER_OPS and op_kind("ThunkExecutor::Execute") is None
+    main(reps=2, batch=8, dtype="float32", backend="jax", json_path=tmp_path / "p.json", widths=(4, 2), dim=12,
+         trace=True)
+    traced = json.loads((tmp_path / "p.json").read_text())["trace"]
+    assert set(traced["kinds"]) == {k for k, _ in OP_KINDS} | {OTHER_OPS}
+    assert all(traced["kinds"][k] > 0 for k, _ in OP_KINDS[1:])  # the damped solves and factorisations
+    assert 0 <= traced["no_op_running_ms"] <= traced["step_ms"]
+    with pytest.raises(ValueError, match="needs --backend jax"):
+        main(reps=1, batch=8, backend="numba", trace=True, widths=(4, 2), dim=12)
 
 
 def test_profiled_stages_are_the_steps_own_graph():
