@@ -72,25 +72,32 @@ FAST_BINARY_TAG = "pt_kfgn_binary_elemwise"
 _FAST_BINARY_REWRITE = "pt_kfgn_split_elemwise"
 
 
-def _register_binary_elemwise() -> None:
+def _register_rewrite(name: str, tag: str, position: float, tracks, transform) -> None:
+    """Register ``transform(fgraph, node)`` (None: leave the node) once, as the PyTensor graph rewrite ``name`` on
+    nodes of the Op types ``tracks``, applied by the modes that include ``tag``."""
     from pytensor.compile import optdb
     from pytensor.graph.rewriting.basic import in2out, node_rewriter
+
+    if name not in optdb:
+        optdb.register(name, in2out(node_rewriter(tracks)(transform)), tag, position=position)
+
+
+def _split_elemwise(fgraph, node):
+    """A sum or product of three or more tensors as binary ones (:data:`FAST_BINARY_TAG`)."""
     from pytensor.scalar.basic import Add, Mul
+
+    if not isinstance(node.op.scalar_op, Add | Mul) or len(node.inputs) <= 2 or node.op.inplace_pattern:
+        return None
+    out = node.inputs[0]
+    for x in node.inputs[1:]:
+        out = node.op.make_node(out, x).outputs[0]
+    return [pytensor.tensor.cast(out, node.outputs[0].dtype)] if out.dtype != node.outputs[0].dtype else [out]
+
+
+def _register_binary_elemwise() -> None:
     from pytensor.tensor.elemwise import Elemwise
 
-    if _FAST_BINARY_REWRITE in optdb:
-        return
-
-    @node_rewriter([Elemwise])
-    def binary(fgraph, node):
-        if not isinstance(node.op.scalar_op, Add | Mul) or len(node.inputs) <= 2 or node.op.inplace_pattern:
-            return None
-        out = node.inputs[0]
-        for x in node.inputs[1:]:
-            out = node.op.make_node(out, x).outputs[0]
-        return [pytensor.tensor.cast(out, node.outputs[0].dtype)] if out.dtype != node.outputs[0].dtype else [out]
-
-    optdb.register(_FAST_BINARY_REWRITE, in2out(binary), FAST_BINARY_TAG, position=49.5)
+    _register_rewrite(_FAST_BINARY_REWRITE, FAST_BINARY_TAG, 49.5, [Elemwise], _split_elemwise)
 
 
 def _calls_lapack(fgraph) -> bool:
@@ -110,22 +117,18 @@ JAX_REDUCE_TAG = "pt_kfgn_jax_reduce_in_output_dtype"
 _REDUCE_REWRITE = "pt_kfgn_reduce_in_output_dtype"
 
 
+def _reduce_in_output_dtype(fgraph, node):
+    """A reduction whose accumulator is wider than its output, in the output's dtype (:data:`JAX_REDUCE_TAG`)."""
+    acc, out = getattr(node.op, "acc_dtype", None), node.outputs[0].dtype
+    if acc is None or acc == out:
+        return None
+    return [node.op.clone(acc_dtype=out)(*node.inputs)]
+
+
 def _register_reduce_in_output_dtype() -> None:
-    from pytensor.compile import optdb
-    from pytensor.graph.rewriting.basic import in2out, node_rewriter
     from pytensor.tensor.elemwise import CAReduce
 
-    if _REDUCE_REWRITE in optdb:
-        return
-
-    @node_rewriter([CAReduce])
-    def reduce_in_output_dtype(fgraph, node):
-        acc, out = getattr(node.op, "acc_dtype", None), node.outputs[0].dtype
-        if acc is None or acc == out:
-            return None
-        return [node.op.clone(acc_dtype=out)(*node.inputs)]
-
-    optdb.register(_REDUCE_REWRITE, in2out(reduce_in_output_dtype), JAX_REDUCE_TAG, position=49.6)
+    _register_rewrite(_REDUCE_REWRITE, JAX_REDUCE_TAG, 49.6, [CAReduce], _reduce_in_output_dtype)
 
 
 _BLAS_CONTROLLER = []
