@@ -70,7 +70,7 @@ def sharded_mode(mesh, n_batch_inputs: int, batch_outputs=()):
     from pytensor.compile.mode import JAX, Mode
     from pytensor.link.jax.linker import JAXLinker
 
-    from pt_kfgn.backend import one_blas_thread_on_cpu
+    from pt_kfgn.backend import one_blas_thread_on_cpu, xla_compiler_options
 
     class ShardedJAXLinker(JAXLinker):
         """JAXLinker whose jit splits the first ``n_batch_inputs`` inputs (and the ``batch_outputs``) along axis 0
@@ -87,22 +87,9 @@ def sharded_mode(mesh, n_batch_inputs: int, batch_outputs=()):
             shardings = tuple(batch if i < n_batch_inputs and inputs[i].type.ndim >= 1 else replicated
                               for i in range(len(inputs)))
             outs = tuple(batch if i in batch_outputs else replicated for i in range(len(self.fgraph.outputs)))
-            self.jitted = jax.jit(fn, in_shardings=shardings, out_shardings=outs if batch_outputs else replicated)
+            self.jitted = jax.jit(fn, in_shardings=shardings, out_shardings=outs if batch_outputs else replicated,
+                                  compiler_options=xla_compiler_options())
             return one_blas_thread_on_cpu(self.jitted, self.fgraph)
 
     return Mode(ShardedJAXLinker(), JAX.provided_optimizer)
 
-
-def compiled_text(fn, *args) -> str:
-    """The optimised HLO that XLA runs for a sharded function (the tests look for its all-reduces).
-
-    ``args`` are the function's explicit inputs; its shared variables are taken as they are.
-    """
-    linker = fn.maker.linker
-    jitted = getattr(linker, "jitted", None)
-    if jitted is None:
-        raise ValueError("not a function compiled with devices=...")
-    values = [*args, *(s.value for s in fn.input_storage[len(args):])]
-    from pytensor.link.jax.dispatch import jax_typify
-
-    return jitted.lower(*(jax_typify(v) for v in values)).compile().as_text()

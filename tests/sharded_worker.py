@@ -8,8 +8,8 @@ import sys
 import numpy as np
 
 import pt_kfgn as pk
+from pt_kfgn.backend import compiled_text
 from pt_kfgn.optim import make_optimizer
-from pt_kfgn.sharding import compiled_text
 
 KWARGS = {"hf": {"max_iters": 5}, "kfra": {"T2": 4}, "kflr": {"T2": 4}, "kfac": {"T2": 4}, "adam": {}}
 

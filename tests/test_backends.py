@@ -192,6 +192,27 @@ def test_a_float32_step_stays_float32_on_jax_when_x64_is_on(method):
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
+def test_jax_on_cpu_runs_every_product_with_eigen_unless_xla_flags_choose(monkeypatch):
+    """XLA would hand ``X @ W`` to a YNNPACK fusion; our JAX modes compile it as a plain (Eigen) product
+    (``pt_kfgn.backend.xla_compiler_options``), and leave the choice to a user's ``XLA_FLAGS``."""
+    import jax
+    import pytensor
+    import pytensor.tensor as pt
+
+    from pt_kfgn.backend import compile_function, compiled_text, xla_compiler_options
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the option is for XLA on CPU")
+    X, W = pt.matrix("X", dtype="float32"), pytensor.shared(np.ones((32, 16), "float32"))
+    x = np.ones((64, 32), "float32")
+    assert "__ynn_fusion" in jax.jit(lambda x, w: jax.numpy.tanh(x @ w).sum()).lower(x, W.get_value()).compile().as_text()
+    text = compiled_text(compile_function([X], [pt.tanh(X @ W).sum()], backend="jax"), x)
+    assert "__ynn_fusion" not in text and " dot(" in text
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
+    assert xla_compiler_options() == {}
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
 def test_jax_compiles_into_a_persistent_cache_beside_pytensors_unless_one_is_set(tmp_path):
     """A fresh process compiling a JAX step writes XLA's executable under ``<PyTensor compiledir>/jax``; a
     cache directory the user gave JAX is kept.
