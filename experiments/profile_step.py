@@ -96,9 +96,29 @@ def op_kind(name: str) -> str | None:
     return OTHER_OPS
 
 
+def in_flight(starts: dict, ends: dict) -> list:
+    """``(start, end, kind)`` of every op call: ``starts`` maps an op's name to its events ``(start, end, kind)``,
+    ``ends`` to the times of its completion markers; a call ends at its event's end or at its marker, whichever is
+    later. The calls of an op (one per step) pair with its markers in order; an op whose markers do not pair up
+    keeps its events' ends."""
+    calls = []
+    for name, group in starts.items():
+        group = sorted(group)
+        marks = sorted(ends.get(name, ()))
+        if len(marks) != len(group):
+            marks = [0] * len(group)
+        calls += [(start, max(end, mark), kind) for (start, end, kind), mark in zip(group, marks)]
+    return calls
+
+
 def trace_breakdown(step, args, reps: int, resolution_us: float = 20.0) -> dict:
-    """Wall ms per call of ``step(*args)`` during which XLA runs at least one op of each kind, and during which it
-    runs none, from a JAX profiler trace of ``reps`` calls (after two untraced ones)."""
+    """Wall ms per call of ``step(*args)`` during which at least one XLA op of each kind is in flight, and during
+    which none is, from a JAX profiler trace of ``reps`` calls (after two untraced ones).
+
+    An op is in flight from the start of its trace event to its completion marker (``end: <name>``): XLA's Eigen
+    products return from their event after handing the work to the thread pool, and complete later, so their
+    events alone would show the cores idle while they run. In-flight time includes an op's wait for a free core.
+    """
     import tempfile
 
     import jax
@@ -114,11 +134,16 @@ def trace_breakdown(step, args, reps: int, resolution_us: float = 20.0) -> dict:
         jax.profiler.stop_trace()
         (path,) = Path(tmp).rglob("*.xplane.pb")
         data = jax.profiler.ProfileData.from_file(str(path))
-    events = [(e.start_ns, e.start_ns + e.duration_ns, kind) for plane in data.planes if plane.name == "/host:CPU"
-              for line in plane.lines if not line.name.startswith("python")
-              for e in line.events if (kind := op_kind(e.name)) is not None]
-    if not events:
+    starts, ends = {}, {}
+    for e in (e for plane in data.planes if plane.name == "/host:CPU" for line in plane.lines
+              if not line.name.startswith("python") for e in line.events):
+        if e.name.startswith("end: "):
+            ends.setdefault(e.name[5:], []).append(e.start_ns)
+        elif (kind := op_kind(e.name)) is not None:
+            starts.setdefault(e.name, []).append((e.start_ns, e.start_ns + e.duration_ns, kind))
+    if not starts:
         raise RuntimeError("the trace holds no XLA CPU op events (is the step compiled by JAX on CPU?)")
+    events = in_flight(starts, ends)
     t0, res = min(e[0] for e in events), resolution_us * 1e3
     n = int((max(e[1] for e in events) - t0) / res) + 2
     kinds = [k for k, _ in OP_KINDS] + [OTHER_OPS]
@@ -130,7 +155,6 @@ def trace_breakdown(step, args, reps: int, resolution_us: float = 20.0) -> dict:
     return {"step_ms": 1e3 * wall, "traced_steps": reps,
             "kinds": {k: float(busy[k].sum() * per_step) for k in kinds},
             "no_op_running_ms": float((~any_op).sum() * per_step) + max(0.0, 1e3 * wall - n * per_step)}
-
 
 def main(reps: int = 10, batch: int = 1000, dtype: str = "float32", backend=None, json_path=None,
          widths=AE, dim: int = 784, trace: bool = False) -> dict:

@@ -121,6 +121,18 @@ def test_profile_trace_sorts_xlas_ops_by_kind(tmp_path):
         main(reps=1, batch=8, backend="numba", trace=True, widths=(4, 2), dim=12)
 
 
+def test_an_op_is_in_flight_until_its_completion_marker():
+    """XLA's Eigen products return from their trace event before their work is done; their ``end:`` markers say
+    when it is. Caught: the markers ignored (the product would end at 2 instead of 50), and markers paired out of
+    order across two steps."""
+    from experiments.profile_step import in_flight
+
+    starts = {"dot.1": [(100, 102, "p"), (0, 2, "p")], "add.2": [(60, 70, "e")]}
+    ends = {"dot.1": [150, 50], "add.2": [69]}
+    assert sorted(in_flight(starts, ends)) == [(0, 50, "p"), (60, 70, "e"), (100, 150, "p")]
+    assert sorted(in_flight(starts, {"dot.1": [50]})) == [(0, 2, "p"), (60, 70, "e"), (100, 102, "p")]
+
+
 def test_profiled_stages_are_the_steps_own_graph():
     """The direction the profile's stage 4 computes is the one the optimiser steps along: Δθ = α* δ."""
     import numpy as np
