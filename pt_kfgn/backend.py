@@ -200,27 +200,32 @@ def jax_compile_cache() -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.join(pytensor.config.compiledir, "jax"))
 
 
-# [ours, measured] The XLA option our JAX modes compile with on CPU. XLA (jaxlib 0.10.2) hands the products whose
-# operands it can read row by row to YNNPACK fusions and the rest (the Gram products ``AᵀA`` and the weight
-# gradients ``AᵀΔ``, which contract the batch axis) to Eigen. With Eigen for every product the MNIST autoencoder's
-# float32 steps ran 2-5 % faster (Adam, KFRA, KFAC) and the cheap steps of amortised KFRA 10 % faster, each A/B
-# interleaved in one process on the 2-core CPU (README "Performance"). A user's own ``XLA_FLAGS`` choice wins.
-_XLA_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# [ours, measured] How XLA on CPU runs the products of a compiled function (``compile_function(products=...)``).
+# XLA (jaxlib 0.10.2) hands the products whose operands it can read row by row to YNNPACK fusions and the rest (the
+# Gram products ``AᵀA`` and the weight gradients ``AᵀΔ``, which contract the batch axis) to Eigen. Measured on the
+# MNIST autoencoder, float32, 2-core CPU, each A/B interleaved in one process (README "Performance"):
+# - "eigen", every product by Eigen: the Adam, KFRA and KFAC steps 2-5 % faster than with XLA's choice, the cheap
+#   steps of amortised KFRA 10 % faster: the default;
+# - "xla", XLA's own choice: Hessian-free's step (its forward pass and CG's Gauss-Newton products) 5 % faster.
+# A user's own ``XLA_FLAGS`` choice wins over both.
+_XLA_CPU_OPTIONS = {"eigen": {"xla_cpu_experimental_ynn_fusion_type": ""}, "xla": {}}
 
 
-def xla_compiler_options() -> dict:
-    """The XLA options every JAX-compiled step gets: on CPU, products by Eigen (:data:`_XLA_CPU_OPTIONS`), unless
-    ``$XLA_FLAGS`` sets that option itself; elsewhere none."""
+def xla_compiler_options(products: str = "eigen") -> dict:
+    """The XLA options a JAX-compiled function gets: on CPU, those of its ``products`` policy
+    (:data:`_XLA_CPU_OPTIONS`) that ``$XLA_FLAGS`` does not set itself; elsewhere none."""
     import jax
 
-    flags = os.environ.get("XLA_FLAGS", "")
+    if products not in _XLA_CPU_OPTIONS:
+        raise ValueError(f"products={products!r} is not one of {sorted(_XLA_CPU_OPTIONS)}")
     if jax.default_backend() != "cpu":
         return {}
-    return {k: v for k, v in _XLA_CPU_OPTIONS.items() if k not in flags}
+    flags = os.environ.get("XLA_FLAGS", "")
+    return {k: v for k, v in _XLA_CPU_OPTIONS[products].items() if k not in flags}
 
 
-def jax_mode():
-    """PyTensor's JAX mode: the graph jitted with :func:`xla_compiler_options`, and :func:`one_blas_thread_on_cpu`
+def jax_mode(products: str = "eigen"):
+    """PyTensor's JAX mode: the graph jitted with :func:`xla_compiler_options` of ``products``, and :func:`one_blas_thread_on_cpu`
     around it."""
     from pytensor.compile.mode import JAX, Mode
     from pytensor.link.jax.linker import JAXLinker
@@ -231,7 +236,7 @@ def jax_mode():
                 return one_blas_thread_on_cpu(super().jit_compile(fn), self.fgraph)
             import jax
 
-            self.jitted = jax.jit(fn, compiler_options=xla_compiler_options())
+            self.jitted = jax.jit(fn, compiler_options=xla_compiler_options(products))
             return one_blas_thread_on_cpu(self.jitted, self.fgraph)
 
     return Mode(Linker(), JAX.provided_optimizer)
@@ -253,21 +258,22 @@ def compiled_text(fn, *args) -> str:
 
 
 def compile_function(inputs, outputs, updates=None, backend: str | None = None, mesh=None, batch_inputs: int = 2,
-                     batch_outputs=(), **kwargs):
+                     batch_outputs=(), products: str = "eigen", **kwargs):
     """``pytensor.function`` in the chosen backend's mode.
 
     With a device ``mesh`` (:func:`check_devices`; JAX only), the first ``batch_inputs`` inputs — the
     mini-batch ``X``, ``Y`` (and KFAC's noise) — are split over the devices and everything else is replicated
-    (:mod:`pt_kfgn.sharding`); the outputs at the indices ``batch_outputs`` stay split.
+    (:mod:`pt_kfgn.sharding`); the outputs at the indices ``batch_outputs`` stay split. ``products``: how XLA on
+    CPU runs the products (:data:`_XLA_CPU_OPTIONS`; other backends ignore it).
     """
     name = check_backend(backend)
     mode = BACKENDS[name]
     if mesh is not None:
         from pt_kfgn.sharding import sharded_mode
 
-        mode = sharded_mode(mesh, n_batch_inputs=batch_inputs, batch_outputs=tuple(batch_outputs))
+        mode = sharded_mode(mesh, n_batch_inputs=batch_inputs, batch_outputs=tuple(batch_outputs), products=products)
     elif name == "jax":
-        mode = jax_mode()
+        mode = jax_mode(products)
     if name == "jax":  # both JAX modes
         _register_reduce_in_output_dtype()
         mode = pytensor.compile.get_mode(mode).including(JAX_REDUCE_TAG)

