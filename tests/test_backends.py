@@ -191,6 +191,38 @@ def test_a_float32_step_stays_float32_on_jax_when_x64_is_on(method):
         jax.config.update("jax_enable_x64", before)
 
 
+_C_BLAS_CHECK = """
+import warnings, numpy as np, pytensor, pytensor.tensor as pt
+from pt_kfgn.backend import compile_function
+A = pt.matrix("A", dtype="float32"); v = pt.vector("v", dtype="float32")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    f = compile_function([A, v], [pt.tanh(A @ A).sum() + (A @ v).sum() + (A.T @ A).sum()], backend="c")
+a = np.random.default_rng(0).standard_normal((64, 64)).astype("float32")
+assert np.isclose(f(a, a[0])[0], np.tanh(a @ a).sum() + (a @ a[0]).sum() + (a.T @ a).sum(), rtol=1e-4)
+print(repr(pytensor.config.blas__ldflags), any("could not link to a BLAS" in str(w.message) for w in caught))
+"""
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("scipy_openblas32"), reason="needs the c extra")
+def test_the_c_backend_links_the_c_extras_openblas_unless_the_user_set_a_blas(tmp_path):
+    """With the ``c`` extra, PyTensor's C backend links its OpenBLAS (renamed symbols, ``link_c_blas``): no "could
+    not link to a BLAS" warning, and the products agree with NumPy. A ``blas__ldflags`` of the user's is kept.
+    Caught: ``link_c_blas`` doing nothing (the flags stay empty and PyTensor warns)."""
+    import os
+    import subprocess
+    import sys
+
+    def run(code, flags=""):
+        env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={tmp_path}{flags}"}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    linked = run(_C_BLAS_CHECK)
+    assert "-lscipy_openblas" in linked and "-Dsgemm_=scipy_sgemm_" in linked and linked.endswith("False")
+    assert run("from pt_kfgn.backend import link_c_blas; print(link_c_blas())", ",blas__ldflags=-lmyblas") == "-lmyblas"
+
+
 @pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
 def test_jax_on_cpu_runs_every_product_with_eigen_unless_asked_or_xla_flags_choose(monkeypatch):
     """XLA would hand ``X @ W`` to a YNNPACK fusion; our JAX modes compile it as a plain (Eigen) product
