@@ -225,8 +225,8 @@ def xla_compiler_options(products: str = "eigen") -> dict:
 
 
 def jax_mode(products: str = "eigen"):
-    """PyTensor's JAX mode: the graph jitted with :func:`xla_compiler_options` of ``products``, and :func:`one_blas_thread_on_cpu`
-    around it."""
+    """PyTensor's JAX mode: the graph jitted with the :func:`xla_compiler_options` of ``products``, and
+    :func:`one_blas_thread_on_cpu` around it."""
     from pytensor.compile.mode import JAX, Mode
     from pytensor.link.jax.linker import JAXLinker
 
