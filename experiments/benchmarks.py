@@ -4,7 +4,7 @@ For each backend available (numba, c, jax) and dtype: time per step (after warm-
 interleaved: :func:`time_methods`) of Adam, KFRA, KFRA with curvature every 5 steps, KFAC, HF with 10 CG
 iterations, and KFLR on the one-output classifier 784-1000-500-250-30-1; the
 first-compile time of each step; peak RSS; the FLOP count of each step (from the layer sizes) and the achieved
-GFLOP/s against a numpy GEMM of the same size measured in the same run.  The key figures are ratios.
+GFLOP/s against numpy's 1000 × 1000 product, timed interleaved with the steps.  The key figures are ratios.
 Peers (BackPACK, kfac-jax) are timed when installed; they are never dependencies.
 
     python -m experiments.benchmarks --quick --json results/bench.json
@@ -89,15 +89,16 @@ def replicated_flops(sizes, every: int = 1) -> dict:
             "inverses": sum(2 * ((a + 1) ** 3 + b ** 3) for a, b in dims) if every > 1 else 0}
 
 
-def gemm_gflops(n: int, dtype, reps: int = 20) -> float:
-    a, b = np.random.rand(n, n).astype(dtype), np.random.rand(n, n).astype(dtype)
-    a @ b
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        ts.append(time.perf_counter() - t)
-    return 2 * n ** 3 / np.median(ts) / 1e9
+class NumpyGemm:
+    """numpy's ``n × n`` product, timed **interleaved** with our methods (:func:`time_methods`), so that the
+    "of GEMM" fractions divide by the machine's speed while the steps ran (it drifts by ±10 % over minutes)."""
+
+    def __init__(self, n: int, dtype):
+        self.a, self.b = np.random.rand(n, n).astype(dtype), np.random.rand(n, n).astype(dtype)
+        self.flops = 2 * n ** 3
+
+    def step(self, *_):
+        self.a @ self.b
 
 
 def peak_rss_mb() -> float:
@@ -351,8 +352,7 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
     report = {"machine": f"{platform.processor() or platform.machine()}, 2-core CPU", "date": str(date.today()),
               "batch": batch, "reps": reps, "runs": {}}
     for dtype in dtypes:
-        gemm = gemm_gflops(1000, dtype)
-        report[f"numpy_gemm_gflops_{dtype}"] = gemm
+        gemms = []
         for be in backends:
             res, prepared = {}, {}
             for m in methods:  # compile every method first, then time them interleaved
@@ -367,8 +367,13 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
             if torch_peer:  # the torch gradient step, timed interleaved with ours
                 prepared["torch_grad"] = {"opt": TorchGradient(X, widths), "batch": (), "kfgn": False,
                                           "compile_s": 0.0, "sizes": None, "flops": None}
+            numpy_gemm = NumpyGemm(1000, dtype)
+            prepared["numpy_gemm"] = {"opt": numpy_gemm, "batch": (), "kfgn": False, "compile_s": 0.0, "sizes": None,
+                                      "flops": numpy_gemm.flops}
             timed = time_methods(prepared, reps, rounds=1 if quick else 3)
             prepared.clear()
+            gemm = numpy_gemm.flops / timed["numpy_gemm"]["step_s"] / 1e9
+            gemms.append(gemm)
             if torch_peer:
                 report["torch_grad_interleaved_s"] = timed["torch_grad"]["step_s"]
             for m in methods:
@@ -389,7 +394,8 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
             for m in ("adam", "kfra"):
                 if m in ok:
                     ratios[f"{m}_gemm_fraction"] = ok[m]["gemm_fraction"]
-            report["runs"][f"{be}-{dtype}"] = {"methods": res, "ratios": ratios}
+            report["runs"][f"{be}-{dtype}"] = {"methods": res, "ratios": ratios, "numpy_gemm_gflops": gemm}
+        report[f"numpy_gemm_gflops_{dtype}"] = gemms[0]  # interleaved with the first backend's methods
     first = report["runs"].get(f"{backends[0]}-{dtypes[0]}", {}).get("ratios", {})
     report.update(first)  # the issue's keys at the top level: the first backend and dtype of this run
     if cold if cold is not None else not quick:

@@ -74,8 +74,12 @@ def test_benchmarks_smoke(tmp_path):
 
     rep = main(quick=True, json_path=tmp_path / "b.json", backends=["fast"], reps=1, batch=8, widths=(4, 2),
                methods=("adam", "kfra", "kfac"), dim=12)
-    ratios = json.loads((tmp_path / "b.json").read_text())["runs"]["fast-float32"]["ratios"]
-    assert set(ratios) >= {"kfra_over_adam", "kfac_over_kfra"} and rep["batch"] == 8
+    run = json.loads((tmp_path / "b.json").read_text())["runs"]["fast-float32"]
+    assert set(run["ratios"]) >= {"kfra_over_adam", "kfac_over_kfra"} and rep["batch"] == 8
+    # "of GEMM" divides by numpy's product timed interleaved with the steps
+    gemm = run["numpy_gemm_gflops"]
+    assert gemm > 0 and rep["numpy_gemm_gflops_float32"] == gemm
+    assert run["methods"]["adam"]["gemm_fraction"] == pytest.approx(run["methods"]["adam"]["gflops"] / gemm)
     # FLOP count of a gradient step: forward and two backward products per layer, less the gradient w.r.t. the
     # data that no step computes: here 5 products of 2 N d_in d_out, as many as the compiled Adam step holds
     assert flops("adam", [12, 4, 12], 8) == 5 * (2 * 8 * 12 * 4)
