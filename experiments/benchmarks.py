@@ -91,11 +91,18 @@ def replicated_flops(sizes, every: int = 1) -> dict:
 
 class NumpyGemm:
     """numpy's ``n × n`` product, timed **interleaved** with our methods (:func:`time_methods`), so that the
-    "of GEMM" fractions divide by the machine's speed while the steps ran (it drifts by ±10 % over minutes)."""
+    "of GEMM" fractions divide by the machine's speed while the steps ran (it drifts by ±10 % over minutes).
+
+    Each round starts after a pause (:meth:`before_round`): right after a Numba step, the threads of SciPy's
+    OpenBLAS (which Numba's products call) still spin, and numpy's own OpenBLAS ran at 200 GFLOP/s instead of 345
+    (measured); half a second later they have stopped."""
 
     def __init__(self, n: int, dtype):
         self.a, self.b = np.random.rand(n, n).astype(dtype), np.random.rand(n, n).astype(dtype)
         self.flops = 2 * n ** 3
+
+    def before_round(self):
+        time.sleep(0.5)
 
     def step(self, *_):
         self.a @ self.b
@@ -141,6 +148,8 @@ def time_methods(prepared: dict, reps: int, rounds: int = 3) -> dict:
     for _ in range(rounds):
         for m, p in prepared.items():
             n = CYCLE if p["kfgn"] else (max(1, reps // 5) if m == "hf" else reps)
+            if hasattr(p["opt"], "before_round"):
+                p["opt"].before_round()
             for _ in range(n):
                 t = time.perf_counter()
                 p["opt"].step(*p["batch"])
