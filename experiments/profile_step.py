@@ -17,9 +17,9 @@ timed in the same process, and the difference between consecutive stages is that
 ``--trace`` (JAX only) adds a second view that needs no ablation: the compiled step is run under JAX's profiler and
 XLA's own op events are sorted into kinds — matrix products, LAPACK's triangular solves and Cholesky
 factorisations, and the rest (elementwise fusions, layout copies, concatenations) — with the wall time per step
-during which at least one op of a kind runs on some thread, and the time during which none runs at all (dispatch,
-Python, waiting). XLA runs independent ops on both cores at once, so the kinds overlap and do not add up to
-the step.
+during which at least one op of a kind is in flight (from its trace event to its completion marker), and the time
+during which none is (dispatch, Python). XLA runs independent ops on both cores at once, so the kinds overlap and
+do not add up to the step.
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ def trace_breakdown(step, args, reps: int, resolution_us: float = 20.0) -> dict:
             "kinds": {k: float(busy[k].sum() * per_step) for k in kinds},
             "no_op_running_ms": float((~any_op).sum() * per_step) + max(0.0, 1e3 * wall - n * per_step)}
 
+
 def main(reps: int = 10, batch: int = 1000, dtype: str = "float32", backend=None, json_path=None,
          widths=AE, dim: int = 784, trace: bool = False) -> dict:
     if trace and backend != "jax":
@@ -197,9 +198,9 @@ def main(reps: int = 10, batch: int = 1000, dtype: str = "float32", backend=None
     print(f"KFRA / Adam {report['kfra_over_adam']:.2f} (FLOP ratio {report['flops_kfra_over_adam']:.2f})")
     if traced is not None:
         report["trace"] = traced
-        print(f"\nXLA's ops by kind (JAX profiler, {reps} steps, mean step {traced['step_ms']:.1f} ms; "
+        print(f"\nXLA's ops in flight, by kind (JAX profiler, {reps} steps, mean step {traced['step_ms']:.1f} ms; "
               "kinds overlap on the two cores)")
-        for kind, ms in [*traced["kinds"].items(), ("no XLA op running", traced["no_op_running_ms"])]:
+        for kind, ms in [*traced["kinds"].items(), ("no XLA op in flight", traced["no_op_running_ms"])]:
             print(f"{kind:48} {ms:8.1f}")
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
