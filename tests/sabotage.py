@@ -3,7 +3,7 @@
     cd tests && python sabotage.py G=I test_kfgn.py -k numpy_step      # expect failures
 
 Sabotages: none, G=I, Q=I, gamma=1e4, pi=1, half-curvature, no-pi-guard, no-rollback, no-retries,
-cache-bypass, cache-zero.  A developer tool (not collected by pytest); the closing notes quote its results.
+cache-bypass, cache-zero, lambda-floor, gamma-floor, tie-smallest, keep-increase, mixture-gn-split.  A developer tool (not collected by pytest); the closing notes quote its results.
 """
 import os
 import sys
@@ -62,6 +62,20 @@ elif name == "cache-zero":
         finally:
             self._factor_state, self._inverse_state = fs, inv
     kfgn.KFGN._build = build2
+elif name == "lambda-floor":  # round 3's bounds: λ may fall to 1e-20, where the LM rule is inert
+    adaptation.lambda_bounds = lambda eta, min_damping=None: (1e-20, adaptation.LAMBDA_MAX)
+elif name == "gamma-floor":
+    adaptation.gamma_bounds = lambda eta, min_damping=None: (1e-20, adaptation.GAMMA_MAX)
+elif name == "tie-smallest":  # round 3's order: the smallest candidate first, so a tie ratchets γ down
+    orig_c = adaptation.gamma_candidates
+    adaptation.gamma_candidates = lambda *a, **k: (lambda c: [c[1], c[0], c[2]])(orig_c(*a, **k))
+elif name == "keep-increase":
+    orig_s = stages.step_status
+    stages.step_status = lambda f0, model, f_new=None, reject_increase=False: orig_s(f0, model, f_new, False)
+elif name == "mixture-gn-split":  # the mixture's curvature back to round 3's convex split
+    from pt_kfgn.graph import losses
+    orig_mix = losses.Mixture.__init__
+    losses.Mixture.__init__ = lambda self, curvature="gn-split": orig_mix(self, "gn-split")
 elif name != "none":
     raise SystemExit(f"unknown sabotage {name}")
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", "-rN", "--durations=0", *sys.argv[2:]]))

@@ -154,20 +154,90 @@ class _Frozen(SquaredError):
 
 
 def test_damping_stays_within_its_bounds():
-    from pt_kfgn.optim.adaptation import GAMMA_BOUNDS, LAMBDA_BOUNDS
+    from pt_kfgn.optim.adaptation import GAMMA_MAX, LAMBDA_MAX
 
     net = pt_kfgn.mlp([3, 2], ["identity"], seed=0)
     X, Y = np.ones((4, 3)), np.zeros((4, 2))
     loss = _Frozen()
     loss.m0 = float((X @ net.get_params()[0][0] + net.get_params()[0][1]).mean())
     opt = KFGN(net, loss, "kfra", trial_every=1, retries=0, max_rejections=10 ** 6,
-               lam=LAMBDA_BOUNDS[1] / 2, gamma=GAMMA_BOUNDS[1] / 2)
+               lam=LAMBDA_MAX / 2, gamma=GAMMA_MAX / 2)
     for _ in range(6):
         assert not opt.step(X, Y)["accepted"]
-    assert float(opt.lam.get_value()) == LAMBDA_BOUNDS[1] and float(opt.gamma.get_value()) == GAMMA_BOUNDS[1]
-    opt = KFGN(net, "mse", "kfra", T1=1, lam=LAMBDA_BOUNDS[0] * 1.01, gamma_search=False)
-    opt.step(X, X[:, :2] @ np.ones((2, 2)) * 0)  # a linear problem: ρ = 1 > ¾, λ·ω₁ falls below the bound
-    assert float(opt.lam.get_value()) == LAMBDA_BOUNDS[0]
+    assert float(opt.lam.get_value()) == LAMBDA_MAX and float(opt.gamma.get_value()) == GAMMA_MAX
+    opt = KFGN(net, "mse", "kfra", T1=1, eta=1e-5, lam=1.01e-5, gamma_search=False)
+    opt.step(X, X[:, :2] @ np.ones((2, 2)) * 0)  # a linear problem: ρ = 1 > ¾, λ·ω₁ falls below the floor η
+    assert float(opt.lam.get_value()) == 1e-5
+
+
+# -- the adaptive damping (Appendix B; round 3 found it inert) ---------------------------------------------
+class _SteepSquaredError(SquaredError):
+    """Squared error plus a steep quartic its GN does not see: the quadratic model over-predicts every decrease
+    (ρ < ¼, and ρ < 0 for a long step)."""
+
+    def per_sample(self, h, y):
+        return super().per_sample(h, y) + pt.sqr(pt.sqr(h - y)).sum(axis=1)
+
+
+def _steep_problem(**kwargs):
+    net = pt_kfgn.mlp([3, 4, 2], ["tanh", "identity"], seed=1)
+    r = np.random.default_rng(0)
+    X, Y = r.standard_normal((8, 3)), r.standard_normal((8, 2))
+    return net, X, Y, KFGN(net, _SteepSquaredError(), "kfra", eta=1e-5, gamma_search=False, T1=1,
+                           omega1=(19 / 20) ** 5, **kwargs)  # the default T₁ = 5 verdict, on every step
+
+
+@pytest.mark.parametrize("reject", [False, True])
+def test_a_low_rho_verdict_at_the_floor_raises_the_model_damping(reject):
+    """At λ = its floor η, one ρ < ¼ verdict raises λ + η by ≥ 10 % (with a floor of 1e-20 it did nothing).
+
+    Caught: the floor back at 1e-20 (sabotage ``lambda-floor``): λ starts at 1e-20 and λ + η moves 1e-15 %."""
+    _net, X, Y, opt = _steep_problem(lam=1e-12, gamma=1e-3, retries=0, reject_increase=reject)
+    before = float(opt.lam.get_value()) + opt.eta
+    s = opt.step(X, Y)
+    assert not s["rho"] >= 0.25
+    assert s["lambda"] + opt.eta >= 1.1 * before
+
+
+def test_a_step_that_raises_the_loss_is_not_kept():
+    """A trial step with ρ < 0 leaves θ and θ̄ bit-identical and is retried with raised damping.
+
+    Caught: ``reject_increase`` ignored (sabotage ``keep-increase``): the step is applied with ρ < 0."""
+    net, X, Y, opt = _steep_problem(lam=1e-5, gamma=1e-5, retries=0)
+    before = [p.get_value().copy() for p in net.flat_params]
+    f0 = opt.evaluate(X, Y)
+    s = opt.step(X, Y)
+    assert not s["accepted"] and s["status"] == "the loss rose on the batch (ρ < 0)"
+    for p, v in zip(net.flat_params, before):
+        assert np.array_equal(p.get_value(), v)
+    assert opt.evaluate(X, Y) == f0
+    net, X, Y, opt = _steep_problem(lam=1e-2, gamma=1e-5, retries=30)
+    s = opt.step(X, Y)
+    assert s["accepted"] and s["retries"] >= 1 and opt.evaluate(X, Y) < f0
+
+
+def test_a_gamma_search_tie_keeps_gamma_and_gamma_cannot_ratchet_below_eta():
+    """γ at its floor η with the lower candidate clipped onto it: the tie keeps γ, and over many searches γ
+    never falls below η (ε = γ + η ≥ 2η); the candidates always differ measurably in float32.
+
+    Caught: candidates ordered smallest first (sabotage ``tie-smallest``) and the γ floor at 1e-20 (``gamma-floor``):
+    γ falls below η."""
+    from pt_kfgn.optim import adaptation as rules
+
+    eta = 1e-5
+    for gamma in (eta, 3 * eta, 1.0):
+        cands = rules.gamma_candidates(np.float32(gamma), np.float32(eta), np.float32((19 / 20) ** 20),
+                                       tuple(np.float32(b) for b in rules.gamma_bounds(eta)))
+        eps = [np.float32(c) + np.float32(eta) for c in cands]
+        assert eps[0] == np.float32(gamma + eta)
+        assert eps[1] == eps[0] or eps[1] <= eps[0] * 0.9  # a candidate equals the current one or differs ≥ 10 %
+        assert eps[2] >= eps[0] * 1.1
+    net = pt_kfgn.mlp([4, 5, 3], ["tanh", "identity"], seed=0)
+    X, Y = make_batch("mse", 40, 4, 3)
+    opt = KFGN(net, "mse", "kfra", eta=eta, lam=1e-12, gamma=1e-12, T2=1, T1=1)
+    assert float(opt.gamma.get_value()) == eta  # clipped to its floor on entry
+    gammas = [opt.step(X, Y)["gamma"] for _ in range(12)]
+    assert min(gammas) >= eta
 
 
 def test_a_dead_layer_does_not_block_the_step():

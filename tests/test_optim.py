@@ -40,7 +40,7 @@ def test_undamped_kflr_step_on_linear_least_squares_is_the_lstsq_solution():
     r = np.random.default_rng(0)
     X, Y = r.standard_normal((40, 5)), r.standard_normal((40, 3))
     net = pt_kfgn.mlp([5, 3], ["identity"], seed=1)
-    opt = KFGN(net, "mse", "kflr", eta=0.0, lam=1e-20, gamma=1e-20, gamma_search=False, T1=1)
+    opt = KFGN(net, "mse", "kflr", eta=0.0, lam=1e-20, gamma=1e-20, gamma_search=False, T1=1, min_damping=1e-20)
     s = opt.step(X, Y)
     Xa = np.hstack([X, np.ones((40, 1))])
     sol = np.linalg.lstsq(Xa, Y, rcond=None)[0]
@@ -53,7 +53,7 @@ def test_rho_is_one_on_a_quadratic_objective_with_any_gamma():
     r = np.random.default_rng(1)
     X, Y = r.standard_normal((30, 4)), r.standard_normal((30, 2))
     net = pt_kfgn.mlp([4, 2], ["identity"], seed=2)
-    opt = KFGN(net, "mse", "kfra", eta=1e-3, lam=1e-12, gamma=1.0, gamma_search=False, T1=1)
+    opt = KFGN(net, "mse", "kfra", eta=1e-3, lam=1e-12, gamma=1.0, gamma_search=False, T1=1, min_damping=1e-12)
     for _ in range(3):
         s = opt.step(X, Y)
         assert abs(s["rho"] - 1) < 1e-8
@@ -156,6 +156,7 @@ def test_choose_damping_is_the_argmin_and_ignores_nan():
     f = compile_function([ms], [gamma, best])
     assert [float(v) for v in f([-1.0, -3.0, -2.0])] == [1.0, 1]
     assert [float(v) for v in f([np.nan, -1.0, -2.0])] == [2.0, 2]
+    assert [float(v) for v in f([-2.0, -2.0, -2.0])] == [0.5, 0]  # a tie keeps the first (the current γ)
     assert rules.averaging_weight(1, 0.99) == 0 and rules.averaging_weight(1000, 0.99) == 0.99
 
 
@@ -169,7 +170,8 @@ def test_compiled_gamma_search_picks_the_argmin_of_the_model():
     _, _, G, _, _ = brute_gn(net, "bce", X, Y)
     grad = _flat_pairs(g)
     Ms = []
-    for gm in (gamma * w2, gamma, gamma / w2):
+    gms = (gamma, (gamma + eta) * w2 - eta, (gamma + eta) / w2 - eta)  # current first; the grid acts on ε = γ + η
+    for gm in gms:
         e, ds = gm + eta, []
         for i, (Q, Gf) in enumerate(factors):
             pi = np.sqrt((np.trace(Q) / len(Q)) / (np.trace(Gf) / len(Gf)))
@@ -182,7 +184,7 @@ def test_compiled_gamma_search_picks_the_argmin_of_the_model():
     opt = KFGN(net, "bce", "kfra", eta=eta, lam=lam, gamma=gamma, omega2=w2, T2=1)
     s = opt.step(X, Y)
     best = int(np.argmin(Ms))
-    assert s["gamma"] == pytest.approx((gamma * w2, gamma, gamma / w2)[best], rel=1e-12)
+    assert s["gamma"] == pytest.approx(gms[best], rel=1e-12)
     assert s["model_change"] == pytest.approx(Ms[best], rel=1e-9)
 
 
@@ -230,13 +232,14 @@ def test_factor_ema_averages_factors_across_steps():
     params = {}
     for ema in (0.0, 0.9):
         net = pt_kfgn.mlp([3, 2], ["identity"], seed=0)
-        opt = KFGN(net, "mse", "kflr", eta=0.0, lam=1e-12, gamma=1e-20, ema=ema, gamma_search=False)
+        opt = KFGN(net, "mse", "kflr", eta=0.0, lam=1e-12, gamma=1e-20, ema=ema, gamma_search=False,
+                   min_damping=1e-20)
         opt.step(X1, Y1)
         opt.step(X2, Y2)
         params[ema] = net.get_params()[0]
     # reference: linear least squares, Newton step on batch 2 with Q = ½(Q1 + Q2) (ema) or Q2
     net = pt_kfgn.mlp([3, 2], ["identity"], seed=0)
-    opt = KFGN(net, "mse", "kflr", eta=0.0, lam=1e-20, gamma=1e-20, gamma_search=False)
+    opt = KFGN(net, "mse", "kflr", eta=0.0, lam=1e-20, gamma=1e-20, gamma_search=False, min_damping=1e-20)
     opt.step(X1, Y1)
     W1 = np.vstack([net.get_params()[0][0], net.get_params()[0][1][None]])
     A1, A2 = np.hstack([X1, np.ones((10, 1))]), np.hstack([X2, np.ones((10, 1))])

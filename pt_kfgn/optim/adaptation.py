@@ -73,11 +73,56 @@ def validate_interval(bounds: tuple[float, float], closed_low: bool, **kwargs) -
             raise ValueError(f"{name} must lie in {'[' if closed_low else '('}{low}, {high}), got {value!r}")
 
 
-# [ours] Bounds on the two dampings: λ and γ are clipped into these ranges after every rule, so that a long
-# run of rejections (or of ρ > ¾) cannot drive them to overflow or to zero.  A run that keeps failing at the
-# upper bound stops with a clear error (KFGN's ``max_rejections``) instead of stalling.
-LAMBDA_BOUNDS = (1e-20, 1e8)
-GAMMA_BOUNDS = (1e-20, 1e4)
+# Bounds on the two dampings [ours].  The upper bounds stop a long run of rejections from overflowing; a run
+# that keeps failing there stops with a clear error (KFGN's ``max_rejections``).  The lower bounds keep the
+# Levenberg-Marquardt rule and the γ search able to act (round 3 found both inert at a 1e-20 floor):
+# * λ ≥ η (tensorflow/kfac floors its damping at ``min_damping + l2_reg`` likewise): then a ρ < ¼ verdict,
+#   λ → λ/ω₁, raises the model's damping ``λ + η`` by at least ``(1/ω₁ − 1)/2`` (14.6 % at ω₁ = (19/20)⁵);
+#   below η, λ no longer changes ``δᵀĈδ`` in any working precision and the rule does nothing;
+# * γ ≥ η, so the factors' damping ``ε = γ + η`` stays ≥ 2η and the γ search's three candidates
+#   ``{ω₂ε, ε, ε/ω₂}`` always differ by far more than float32 rounding.
+# With η = 0 both floors are ``DAMPING_FLOOR`` (kfac-jax's default ``min_damping``).
+DAMPING_FLOOR = 1e-8
+LAMBDA_MAX = 1e8
+GAMMA_MAX = 1e4
+
+
+def damping_floor(eta: float, min_damping: float | None = None) -> float:
+    """The floor of λ and γ: ``min_damping`` when given, else ``max(η, 1e-8)`` [ours]."""
+    return float(min_damping) if min_damping is not None else max(float(eta), DAMPING_FLOOR)
+
+
+def lambda_bounds(eta: float, min_damping: float | None = None) -> tuple[float, float]:
+    """``[max(η, 1e-8), 1e8]``: the range of λ (see the module's note on the floors) [ours]."""
+    return (damping_floor(eta, min_damping), LAMBDA_MAX)
+
+
+def gamma_bounds(eta: float, min_damping: float | None = None) -> tuple[float, float]:
+    """``[max(η, 1e-8), 1e4]``: the range of γ, so that ``ε = γ + η ≥ 2η`` [ours]."""
+    return (damping_floor(eta, min_damping), GAMMA_MAX)
+
+
+def gamma_candidates(gamma, eta: float, omega2: float, bounds: tuple[float, float], clip_fn=None) -> list:
+    """The greedy search's candidates (eq. 43) ``[γ, γ₋, γ₊]``, **the current value first**.
+
+    The grid acts on the damping that γ controls, ``ε = γ + η`` (eq. 35-36): ``ε₋ = ω₂ε``, ``ε₊ = ε/ω₂``,
+    ``γ± = ε± − η``, clipped into ``bounds``.  M&G 2015 (§6.6) search their per-factor damping
+    ``γ_MG = √ε`` with ``ω₂ = (√(19/20))^T₂``; on ε that grid is ``ω₂ = (19/20)^T₂`` (KFGN's default).
+    The current value comes first so that a tie (candidates equal after clipping, or equal model values)
+    keeps it: an argmin that returned the smallest γ on ties made γ ratchet down in round 3.
+    Works on floats and on PyTensor scalars (``clip_fn`` clips; default :func:`clip`).
+    """
+    clip_fn = clip_fn or (lambda v, b: clip(v, b))
+    eps = gamma + eta
+    return [gamma, clip_fn(omega2 * eps - eta, bounds), clip_fn(eps / omega2 - eta, bounds)]
+
+
+def raised_damping(lam: float, gamma: float, eta: float, omega1: float, omega2: float,
+                   min_damping: float | None = None) -> tuple[float, float]:
+    """After a rejected step: ``λ/ω₁`` and ``ε/ω₂`` (``γ = ε − η``), within their bounds [ours]."""
+    lam = clip(lam / omega1, lambda_bounds(eta, min_damping))
+    gamma = clip((gamma + eta) / omega2 - eta, gamma_bounds(eta, min_damping))
+    return lam, gamma
 
 
 def clip(value: float, bounds: tuple[float, float]) -> float:

@@ -107,7 +107,7 @@ class HessianFree(Optimizer):
         self._set(theta)
         model = grad @ best + 0.5 * best @ (op.product(X, Y, best, lin) + self.eta * best)
         rho = (f_best - f0) / model if model < 0 and math.isfinite(f_best) else math.nan
-        self.lam = rules.clip(rules.update_lambda(self.lam, rho, 2 / 3), rules.LAMBDA_BOUNDS)
+        self.lam = rules.clip(rules.update_lambda(self.lam, rho, 2 / 3), rules.lambda_bounds(self.eta))
         slope, rate, f_new = grad @ best, 1.0, f_best  # Armijo line search on the chosen iterate
         for _ in range(self.max_ls):
             if math.isfinite(f_new) and f_new <= f0 + self.c * rate * slope:

@@ -61,15 +61,25 @@ class KFGN(Optimizer):
         Weight decay η, 1e-5 [M&G 2015], on weights and biases alike [ours: the paper does not single out
         biases].
     lam : float
-        Initial λ on the full GN, 1.5 [ours, measured by the project's sensitivity experiment (README); M&G 2015 used 150, which
-        over-damps the first ~50 steps here (ρ ≈ 2); the paper's value was not recovered].
+        Initial λ on the full GN (eq. 39-42), 1.5 [ours, measured by the sensitivity study, docs/algorithm.md;
+        the paper's value was not recovered, M&G 2015 used 150].  Kept in ``[max(η, 1e-8), 1e8]``
+        (:func:`pt_kfgn.optim.adaptation.lambda_bounds`).
     gamma : float, optional
-        Initial γ on the approximation; default ``√(λ₀ + η)`` [ours: a convention in the spirit of M&G,
-        who tie γ to λ].
+        Initial γ on the approximation; default ``λ₀``, i.e. ``ε₀ = λ₀ + η``: M&G's start ``γ_MG = √(λ₀ + η)``
+        on each factor is ``ε = γ_MG²`` in the paper's units (eq. 36).  Kept in ``[max(η, 1e-8), 1e4]``.
     T1, omega1 : int, float
         LM interval 5 and factor ``(19/20)^T₁`` [paper / M&G].
     T2, omega2 : int, float
-        γ-search interval 20 and factor ``(19/20)^(T₂/2)`` [reconstructed from M&G].
+        γ-search interval 20 and factor ``(19/20)^T₂`` on ``ε = γ + η`` (M&G's ``(√(19/20))^T₂`` acts on
+        ``√ε``; :func:`pt_kfgn.optim.adaptation.gamma_candidates`).
+    reject_increase : bool
+        On the steps that evaluate the trial loss, do not keep a step that raised it (ρ < 0); it is retried
+        with raised damping [ours, in the spirit of Martens 2010's backtracking and kfac-jax's step
+        rejection].
+    min_damping : float, optional
+        The floor of λ and γ, default ``max(η, 1e-8)``: above it every LM verdict changes the model's
+        damping ``λ + η`` measurably and the γ search's candidates differ [ours; tensorflow/kfac floors
+        its damping at ``min_damping + l2_reg``, kfac-jax at ``min_damping = 1e-8``].
     zeta : float
         Parameter-averaging cap 0.99 [ours]; θ̄ (eq. 44-45) is reported, never used for updates.
     ema : float
@@ -102,6 +112,7 @@ class KFGN(Optimizer):
                  gamma: float | None = None, T1: int = 5, T2: int = 20, omega1: float | None = None,
                  omega2: float | None = None, zeta: float = 0.99, ema: float = 0.0,
                  alpha_max: float | None = None, gamma_search: bool = True, trial_every="T1",
+                 reject_increase: bool = True, min_damping: float | None = None,
                  curvature_every: int = 1, inverse_every: int = 1, retries: int = 2, max_rejections: int = 20,
                  seed: int = 0, backend: str | None = None, devices=None):
         if method not in KFGN_METHODS:
@@ -118,10 +129,10 @@ class KFGN(Optimizer):
             raise ValueError(f"trial_every must be 'T1' or 1, got {trial_every!r}")
         if not (isinstance(eta, int | float) and math.isfinite(eta) and eta >= 0):
             raise ValueError(f"eta must be a non-negative finite number, got {eta!r}")
-        gamma = math.sqrt(lam + eta) if gamma is None and isinstance(lam, int | float) and lam > 0 else gamma
+        gamma = lam if gamma is None else gamma
         omega1 = (19 / 20) ** T1 if omega1 is None else omega1
-        omega2 = (19 / 20) ** (T2 / 2) if omega2 is None else omega2
-        rules.validate_positive(lam=lam, gamma=gamma, alpha_max=alpha_max)
+        omega2 = (19 / 20) ** T2 if omega2 is None else omega2
+        rules.validate_positive(lam=lam, gamma=gamma, alpha_max=alpha_max, min_damping=min_damping)
         rules.validate_interval((0, 1), closed_low=False, omega1=omega1, omega2=omega2)
         rules.validate_interval((0, 1), closed_low=True, zeta=zeta, ema=ema)
         super().__init__(net, loss, backend, devices)
@@ -131,9 +142,13 @@ class KFGN(Optimizer):
         self.alpha_max, self.gamma_search, self.trial_every = alpha_max, gamma_search, trial_every
         self.curvature_every, self.inverse_every = curvature_every, inverse_every
         self.retries, self.max_rejections = retries, max_rejections
+        self.reject_increase = bool(reject_increase)
+        self.min_damping = min_damping
+        self.lambda_bounds = rules.lambda_bounds(eta, min_damping)
+        self.gamma_bounds = rules.gamma_bounds(eta, min_damping)
         fx = net.dtype
-        self.lam = pytensor.shared(np.asarray(rules.clip(lam, rules.LAMBDA_BOUNDS), dtype=fx), name="lambda")
-        self.gamma = pytensor.shared(np.asarray(rules.clip(gamma, rules.GAMMA_BOUNDS), dtype=fx), name="gamma")
+        self.lam = pytensor.shared(np.asarray(rules.clip(lam, self.lambda_bounds), dtype=fx), name="lambda")
+        self.gamma = pytensor.shared(np.asarray(rules.clip(gamma, self.gamma_bounds), dtype=fx), name="gamma")
         # KFAC: the noise of its samples is drawn here (numpy) and enters the step as an input, like the batch
         self.noise_rng = new_rng(seed) if method == "kfac" else None
         self._noise = noise_input(net.dtype) if method == "kfac" else None
@@ -179,10 +194,9 @@ class KFGN(Optimizer):
         Ebar, f0 = regularised_objective(self.loss, self.chain, y, eta)
         grads = pt.grad(f0, params)
         factors, updates = self._current_factors(y, refresh_factors, k_ema)
-        omega2 = np.asarray(self.omega2, fx)
-        gammas = [self.gamma] if n_gamma == 1 else [
-            pt.clip(self.gamma * omega2, *rules.GAMMA_BOUNDS), self.gamma,
-            pt.clip(self.gamma / omega2, *rules.GAMMA_BOUNDS)]
+        gammas = [self.gamma] if n_gamma == 1 else rules.gamma_candidates(
+            self.gamma, np.asarray(eta, fx), np.asarray(self.omega2, fx),
+            tuple(np.asarray(b, fx) for b in self.gamma_bounds), lambda v, b: pt.clip(v, *b))
         # amortised inverses are kept explicit, so that the steps reusing them apply two GEMMs per layer; a γ
         # search solves each candidate by Cholesky and inverts only the chosen one (below) [ours, measured]
         explicit = bool(self._inverse_state) and n_gamma == 1
@@ -203,7 +217,7 @@ class KFGN(Optimizer):
         deltas, model, new_gamma, best = stages.choose_damping([c[:2] for c in candidates], gammas)
         new_params = [p + model.alpha * d for p, d in zip(params, deltas)]
         f_new = clone_replace(f0, replace=dict(zip(params, new_params))) if trial else None
-        status = stages.step_status(f0, model, f_new)
+        status = stages.step_status(f0, model, f_new, self.reject_increase)
         ok = pt.eq(status, 0)
         rollback = pt.eq(status, 1) & pt.eq(self._has_prev, 1) if self._rollback else None
         n = len(params)
@@ -227,8 +241,12 @@ class KFGN(Optimizer):
                 updates[s] = pt.switch(ok, m, s)
         updates[self.gamma] = pt.switch(ok, new_gamma, self.gamma)
         rho = rules.reduction_ratio(f_new, f0, model.model_change) if trial else pt.constant(np.nan, dtype=fx)
-        outs = [Ebar, f0, f_new if trial else pt.constant(np.nan, dtype=fx), model.alpha, model.model_change,
-                rho, status, new_gamma] + ([rollback] if rollback is not None else [])
+        pis = stages.trace_norm_pis(factors) if self.method != "blockdiag-exact" else []
+        nan = pt.constant(np.nan, dtype=fx)
+        pi_min, pi_max = (pt.min(pt.stack(pis)), pt.max(pt.stack(pis))) if pis else (nan, nan)
+        outs = [Ebar, f0, f_new if trial else nan, model.alpha, model.model_change, rho, status, new_gamma,
+                pi_min, pi_max]
+        outs += [rollback] if rollback is not None else []
         batch = [X, y] if self._noise is None else [X, y, self._noise]
         return self.compile_step([*batch, k_ema, zeta_t], outs, updates=updates, batch_inputs=len(batch))
 
@@ -286,14 +304,14 @@ class KFGN(Optimizer):
             k = rules.ema_weight(self._refreshes + 1, self.ema)
             out = self._fn(kind)(*self._inputs(kind, X, Y, k, zeta_t))
             self._contiguous_state()
-            Ebar, f0, f_new, alpha, dM, rho, status, _gamma = out[:8]
-            rolled_back = rolled_back or (len(out) > 8 and bool(out[8]))
+            Ebar, f0, f_new, alpha, dM, rho, status, _gamma, pi_min, pi_max = out[:10]
+            rolled_back = rolled_back or (len(out) > 10 and bool(out[10]))
             status = int(status)
             if status == 0:
                 self._after_accepted(kind, float(rho))
                 break
             self._raise_damping()
-            if status == 1 and not (len(out) > 8 and bool(out[8])):
+            if status == 1 and not (len(out) > 10 and bool(out[10])):
                 break  # the loss at θ itself is not finite and there is nothing to roll back to
         accepted = status == 0
         if accepted:
@@ -310,7 +328,8 @@ class KFGN(Optimizer):
                 "alpha": float(alpha), "model_change": float(dM), "rho": float(rho), "accepted": accepted,
                 "status": stages.STATUS[status], "retries": attempt, "rolled_back": rolled_back,
                 "lambda": float(self.lam.get_value()), "gamma": float(self.gamma.get_value()),
-                "rejected": self.rejected}
+                "epsilon": float(self.gamma.get_value()) + self.eta, "pi_min": float(pi_min),
+                "pi_max": float(pi_max), "rejected": self.rejected}
 
     def _after_accepted(self, kind, rho: float) -> None:
         refresh_f, refresh_i, n_gamma, trial = kind
@@ -319,12 +338,12 @@ class KFGN(Optimizer):
             self._inverse_gamma = float(self.gamma.get_value())
         if trial and self.t % self.T1 == 0:
             lam = rules.update_lambda(float(self.lam.get_value()), rho, self.omega1)
-            self.lam.set_value(np.asarray(rules.clip(lam, rules.LAMBDA_BOUNDS), self.net.dtype))
+            self.lam.set_value(np.asarray(rules.clip(lam, self.lambda_bounds), self.net.dtype))
 
     def _raise_damping(self) -> None:
-        """After a rejection: λ/ω₁ and γ/ω₂, within their bounds (the cached inverses are then stale)."""
-        lam = rules.clip(float(self.lam.get_value()) / self.omega1, rules.LAMBDA_BOUNDS)
-        gamma = rules.clip(float(self.gamma.get_value()) / self.omega2, rules.GAMMA_BOUNDS)
+        """After a rejection: λ/ω₁ and ε/ω₂, within their bounds (the cached inverses are then stale)."""
+        lam, gamma = rules.raised_damping(float(self.lam.get_value()), float(self.gamma.get_value()), self.eta,
+                                          self.omega1, self.omega2, self.min_damping)
         self.lam.set_value(np.asarray(lam, self.net.dtype))
         self.gamma.set_value(np.asarray(gamma, self.net.dtype))
 

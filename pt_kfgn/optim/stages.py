@@ -28,6 +28,7 @@ from pt_kfgn.optim.damping import (
     damped_inverses,
     inverse_kron_apply,
     layer_matrix,
+    trace_norm_pi,
 )
 
 # Why a step was not applied; the codes are outputs of the compiled step (one home for the messages).
@@ -37,6 +38,7 @@ STATUS = {
     2: "the direction is not finite (a damped factor's Cholesky factorisation failed)",
     3: "the quadratic model predicts no decrease (α* not finite or M̂(α*δ) − M̂(0) ≥ 0)",
     4: "the loss after the step is not finite",
+    5: "the loss rose on the batch (ρ < 0)",
 }
 
 
@@ -103,8 +105,14 @@ def quadratic_model(chain, loss, y, params, grads, deltas, lam, eta, alpha_max=N
     return QuadraticModel(alpha, gd, q, rules.model_change(alpha, gd, q), dd)
 
 
+def trace_norm_pis(factors) -> list:
+    """The π of each layer's factored Tikhonov damping (eq. 38), for the log."""
+    return [trace_norm_pi(Q, G) for Q, G in factors]
+
+
 def choose_damping(candidates, gammas):
-    """Stage 5: the candidate with the lowest model value (eq. 43); NaN never wins.
+    """Stage 5: the candidate with the lowest model value (eq. 43); NaN never wins, and a tie goes to the
+    first candidate (:func:`pt_kfgn.optim.adaptation.gamma_candidates` puts the current γ first).
 
     ``candidates``: ``[(deltas, QuadraticModel), ...]`` for ``gammas``; returns ``(deltas, model, γ, index)``
     (``index`` is None for a single candidate).
@@ -120,9 +128,15 @@ def choose_damping(candidates, gammas):
     return deltas, QuadraticModel(*pick), pt.stack(gammas)[best], best
 
 
-def step_status(f0, model: QuadraticModel, f_new=None):
-    """Stage 6: 0 when the step may be applied, else the first failed check's code in :data:`STATUS`."""
-    status = 0 if f_new is None else pt.switch(~pt.isfinite(f_new), 4, 0)
+def step_status(f0, model: QuadraticModel, f_new=None, reject_increase: bool = False):
+    """Stage 6: 0 when the step may be applied, else the first failed check's code in :data:`STATUS`.
+
+    With the trial loss ``f_new`` and ``reject_increase``, a step with ``f_new > f0`` (ρ < 0, eq. 42) is not
+    applied (code 5) [ours, as Martens 2010's backtracking keeps no step that raises the objective].
+    """
+    status = 0
+    if f_new is not None:
+        status = pt.switch(~pt.isfinite(f_new), 4, pt.switch(f_new > f0, 5, 0) if reject_increase else 0)
     status = pt.switch(~(pt.isfinite(model.alpha) & (model.model_change < 0)), 3, status)
     status = pt.switch(~pt.isfinite(model.delta_sq), 2, status)
     return pt.cast(pt.switch(~pt.isfinite(f0), 1, status), "int8")
