@@ -4,7 +4,7 @@ The reference evaluates each closed form with Python's ``decimal`` module (60 si
 ``exp``/``ln``), never by cancellation-prone float arithmetic; ``1 − μ`` is written ``μ(−h)``.
 """
 
-from decimal import Decimal, getcontext
+from decimal import Decimal, getcontext, localcontext
 
 import numpy as np
 import pytensor
@@ -12,7 +12,7 @@ import pytensor.tensor as pt
 import pytest
 
 from pt_kfgn.backend import compile_function
-from pt_kfgn.graph.losses import get_loss, new_rng
+from pt_kfgn.graph.losses import Mixture, get_loss, new_rng
 
 getcontext().prec = 60
 LOGITS = np.concatenate([np.linspace(-100, 100, 81), [-30.5, -15.5, -0.1, 0.0, 0.1, 15.5, 30.5]])
@@ -32,14 +32,22 @@ def _mix(h: Decimal):
     return mu, one_minus, d1, d2
 
 
-def mixture_reference(h: float, y: int) -> dict:
+def mixture_reference(h: float, y: int, curvature: str = "positive-part") -> dict:
+    with localcontext() as ctx:  # the exact H_L at |h| = 100 is a difference of O(1) terms equal to 90 digits
+        ctx.prec = 130
+        return _mixture_reference(h, y, curvature)
+
+
+def _mixture_reference(h: float, y: int, curvature: str) -> dict:
     mu, om, d1, d2 = _mix(Decimal(h))
     if y == 1:
         E, g, gn, full = -mu.ln(), -d1 / mu, (d1 / mu) ** 2, (d1 / mu) ** 2 - d2 / mu
     else:
         E, g, gn, full = -om.ln(), d1 / om, (d1 / om) ** 2, (d1 / om) ** 2 + d2 / om
-    return {k: float(v) for k, v in {"E": E, "g": g, "gn": gn, "full": full, "sqrt": gn.sqrt(),
-                                         "fisher": d1 * d1 / (mu * om), "mu": mu}.items()}
+    fisher = d1 * d1 / (mu * om)
+    psd = {"gn-split": gn, "positive-part": max(full, Decimal(0)), "fisher": fisher}[curvature]
+    return {k: float(v) for k, v in {"E": E, "g": g, "gn": psd, "full": full, "sqrt": psd.sqrt(),
+                                         "fisher": fisher, "mu": mu}.items()}
 
 
 def bce_reference(h: float, y: float) -> dict:
@@ -57,24 +65,45 @@ def _functions(loss, dtype, backend="fast"):
         return compile_function([h, y], outs, backend=backend)
 
 
+@pytest.mark.parametrize("curvature", Mixture.CURVATURES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("y", [0, 1])
-def test_mixture_terms_are_accurate_at_every_logit(dtype, y):
-    loss = get_loss("mixture")
+def test_mixture_terms_are_accurate_at_every_logit(dtype, y, curvature):
+    """Every term of MIX-v0 against the 60-digit reference, for each PSD output curvature (the default, the
+    positive part of the exact ``H_L``, is ``max(H_L, 0)`` of the reference's exact second derivative)."""
+    loss = Mixture(curvature)
     fn = _functions(loss, dtype)
     h = LOGITS.astype(dtype)[:, None]
     E, g, gn, S, H = fn(h, np.full_like(h, y))
-    ref = [mixture_reference(float(v), y) for v in h[:, 0]]
+    ref = [mixture_reference(float(v), y, curvature) for v in h[:, 0]]
     for got, key in ((E[:, None], "E"), (g, "g"), (gn[:, :, 0], "gn"), (S[:, :, 0], "sqrt"),
                      (H[:, :, 0], "full")):
         assert np.all(np.isfinite(got)), key
         want = np.array([[r[key]] for r in ref])
         tol = dict(TOL[dtype])
+        if curvature == "fisher" and dtype == "float32" and key in ("gn", "sqrt"):
+            # [ours] the Fisher option is R(h) R(−h); R(±h) itself underflows float32 beyond |h| ≈ 87
+            got, want = got[np.abs(h) < 80][:, None], want[np.abs(h) < 80][:, None]
         if key == "full":  # μ″(μ − y)/(μ(1 − μ)) holds differences of sigmoids: a looser relative bound
             tol["rtol"] = max(tol["rtol"], 2e-3 if dtype == "float32" else 1e-9)
             tol["atol"] = 1e-6 if dtype == "float32" else 1e-14
         np.testing.assert_allclose(got, want, err_msg=f"{key} ({dtype}, y={y})", **tol)
     assert np.all(E >= 0), "a negative cross-entropy"
+
+
+def test_mixture_curvature_is_the_exact_hessian_where_it_is_positive():
+    """Issue 25: at confident correct points the exact ``H_L`` is up to 10⁴ × the convex split's (h = 5: 3.4e-3
+    against 1.1e-5), so α* exploded on easy batches.  The default curvature equals the exact Hessian (brute
+    force: PyTensor's own second derivative of the loss) wherever it is positive, and 0 elsewhere.
+
+    Caught: the default back at the convex split (sabotage ``mixture-gn-split``)."""
+    loss = get_loss("mixture")
+    fn = _functions(loss, "float64")
+    h = np.linspace(-12, 12, 97)[:, None]
+    for y in (0, 1):
+        _, _, gn, _, H = fn(h, np.full_like(h, y))
+        np.testing.assert_allclose(gn[:, :, 0], np.maximum(H[:, :, 0], 0), rtol=1e-9, atol=1e-15)
+        assert (H < 0).any() and (gn >= 0).all()
 
 
 def test_mixture_terms_under_the_default_backend_rewrites():

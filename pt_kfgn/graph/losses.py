@@ -249,6 +249,12 @@ class Mixture(Loss):
     """
 
     name = "mixture"
+    CURVATURES = ("positive-part", "fisher", "gn-split")
+
+    def __init__(self, curvature: str = "positive-part"):
+        if curvature not in self.CURVATURES:
+            raise ValueError(f"curvature={curvature!r} is not one of {list(self.CURVATURES)}")
+        self.curvature = curvature
 
     @staticmethod
     def _mu(h):
@@ -280,7 +286,47 @@ class Mixture(Loss):
         h0, y0 = h[:, 0], y[:, 0]
         return -(y0 * self._log_mu(h0) + (1 - y0) * self._log_mu(-h0))
 
+    # H₁(h) = −(log μ)″ as a ratio of polynomials in u = e^{−h} (exact integer coefficients, lowest degree first;
+    # μ = ½(2 + u + u²)/((1 + u)(1 + u²))): only the numerator's top coefficient is negative, so the one
+    # cancellation left is near H₁'s root (h ≈ −1.1), where it costs absolute error only.
+    _H_NUM = (0, 2, 8, 38, 44, 38, 16, 2, -4)
+    _H_DEN = (4, 12, 25, 40, 48, 48, 38, 24, 12, 4, 1)
+
+    @staticmethod
+    def _horner(coefs, t):
+        out = coefs[-1] + 0 * t
+        for c in coefs[-2::-1]:
+            out = out * t + c
+        return out
+
+    @classmethod
+    def _exact_parts(cls, h, y):
+        """``(s, q)`` with the exact ``H_L = s² q`` (``H = −∂²log p(y|h)/∂h²``, negative for confident mistakes), in
+        closed form, accurate at every logit; ``√max(H, 0) = s √max(q, 0)`` never squares a small number.
+        ``H(h, y=0) = H₁(−h)``.  With ``t = e^{−|h|} ∈ (0, 1]``: ``H₁ = t · num(t)/t / den(t)`` for h ≥ 0
+        (``s = e^{−|h|/2}``) and ``t² num*(t)/den*(t)`` with the reversed polynomials for h < 0 (``s = t``)."""
+        hs = pt.switch(pt.eq(y, 1), h, -h)
+        a = abs(hs)
+        t = pt.exp(-a)
+        dt = h.dtype
+        num, den = (np.asarray(cls._H_NUM, dt), np.asarray(cls._H_DEN, dt))
+        q_pos = cls._horner(num[1:], t) / cls._horner(den, t)  # num(t)/t: its u⁰ coefficient is 0
+        q_neg = cls._horner(num[::-1][:-1], t) / cls._horner(den[::-1], t)
+        pos = hs >= 0
+        return pt.switch(pos, pt.exp(-0.5 * a), t), pt.switch(pos, q_pos, q_neg)
+
+    @classmethod
+    def _exact(cls, h, y):
+        """The exact ``H_L`` (:meth:`_exact_parts`)."""
+        s, q = cls._exact_parts(h, y)
+        return pt.sqr(s) * q
+
     def _hgn(self, h, y):
+        """The PSD output curvature the GN uses (``curvature``, class docstring); (N, 1)."""
+        if self.curvature == "fisher":
+            return self._ratio(h) * self._ratio(-h)  # μ′²/(μ(1 − μ)) = R(h) R(−h)
+        if self.curvature == "positive-part":
+            return pt.maximum(self._exact(h, y), 0)
         return y * pt.sqr(self._ratio(h)) + (1 - y) * pt.sqr(self._ratio(-h))  # (N, 1)
 
     def hessian(self, h, y):
@@ -291,7 +337,12 @@ class Mixture(Loss):
         return 1
 
     def sqrt_hessian(self, h, y):
-        return (y * self._ratio(h) + (1 - y) * self._ratio(-h))[:, :, None]  # y ∈ {0, 1}: √ of _hgn
+        if self.curvature == "gn-split":
+            return (y * self._ratio(h) + (1 - y) * self._ratio(-h))[:, :, None]  # y ∈ {0, 1}: √ of _hgn
+        if self.curvature == "fisher":
+            return (pt.sqrt(self._ratio(h)) * pt.sqrt(self._ratio(-h)))[:, :, None]
+        s, q = self._exact_parts(h, y)
+        return (s * pt.sqrt(pt.maximum(q, 0)))[:, :, None]
 
     def gn_hessian(self, h, y):
         return self._hgn(h, y)[:, :, None]
