@@ -65,10 +65,11 @@ def mean_curve(logs: list[list[dict]]) -> list[dict]:
     for rows in logs:
         for r in rows:
             if r["train_loss"] is not None:
-                by_step.setdefault(int(r["step"]), []).append((r["train_loss"], r["wall_time"]))
+                by_step.setdefault(int(r["step"]), []).append((r["train_loss"], r["wall_time"], r.get("avg_train_loss")))
     n = max(len(v) for v in by_step.values()) if by_step else 0
+    avg = lambda vals: None if any(v[2] is None for v in vals) else float(np.mean([v[2] for v in vals]))
     return [{"step": s, "train_loss": float(np.mean([v[0] for v in vals])),
-             "wall_time": float(np.mean([v[1] for v in vals])), "batch_loss": None}
+             "wall_time": float(np.mean([v[1] for v in vals])), "avg_train_loss": avg(vals), "batch_loss": None}
             for s, vals in sorted(by_step.items()) if len(vals) == n]
 
 

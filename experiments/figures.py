@@ -42,7 +42,7 @@ from pt_kfgn.data import load_dataset
 from pt_kfgn.graph.layers import build_net
 from pt_kfgn.optim import make_optimizer
 from pt_kfgn.optim.first_order import halving_schedule
-from pt_kfgn.plotting import plot_logs
+from pt_kfgn.plotting import plot_damping, plot_logs
 from pt_kfgn.train import read_log
 
 PROBLEMS = {
@@ -57,18 +57,19 @@ PROBLEMS = {
 BACKENDS = {"adam": "jax", "kfra": "jax", "kfac": "jax", "kflr": "jax"}
 CONFIGS = {
     # the issue's protocol: ≥ 2,000 second-order updates, Adam 3× as long, the paper's grid
-    "full": dict(steps=2000, adam_factor=3, lrs=[2.0 ** -k for k in range(6, 14)],
+    "full": dict(steps=2000, adam_factor=3, seeds=(0, 1, 2), lrs=[2.0 ** -k for k in range(6, 14)],
                  decay_fractions=[1.0, 0.5, 0.25, 0.125, 0.0625], rungs=[(40, 1 / 8), (10, 1 / 2), (3, 1.0)],
                  eval_every=25, eval_n=5000, batch_size=1000, widths=PAPER_WIDTHS, dtype="float32"),
     # [ours] minutes: the same pipeline on a subset with a 6-point grid
-    "quick": dict(steps=40, adam_factor=3, lrs=[2.0 ** -6, 2.0 ** -9, 2.0 ** -12], decay_fractions=[1.0, 0.25],
+    "quick": dict(steps=40, adam_factor=3, seeds=(0,), lrs=[2.0 ** -6, 2.0 ** -9, 2.0 ** -12], decay_fractions=[1.0, 0.25],
                   rungs=[(6, 1 / 3), (2, 1.0)], eval_every=10, eval_n=2000, batch_size=1000, widths=PAPER_WIDTHS,
                   dtype="float32", n_train=5000),
     # [ours] the test suite's smoke run: a tiny net in float64 on the fast-compiling backend
-    "smoke": dict(steps=4, adam_factor=2, lrs=[2.0 ** -6, 2.0 ** -9], decay_fractions=[1.0, 0.5],
+    "smoke": dict(steps=4, adam_factor=2, seeds=(0, 1), lrs=[2.0 ** -6, 2.0 ** -9], decay_fractions=[1.0, 0.5],
                   rungs=[(4, 1 / 2), (2, 1.0)], eval_every=1, eval_n=100, batch_size=50, widths=(8, 3),
                   dtype="float64", n_train=200, backend="fast", measure_reps=5),
 }
+PROBLEMS_OF = {p: c["methods"] for p, c in PROBLEMS.items()}  # a problem folder's name → its second-order methods
 TOP_K = (10, 20)
 COPIED = "copied_from.json"  # in a grid run whose first updates are a copy of a twin's (:func:`_copy_run`)
 
@@ -148,7 +149,8 @@ def _train(problem, cfg, data, method, run_dir: Path, steps: int, backend: str, 
     run(method, X, Y, loss, out=run_dir, steps=steps, widths=cfg["widths"], autoencoder=PROBLEMS[problem]["autoencoder"],
         batch_size=cfg["batch_size"], dtype=cfg["dtype"], backend=backend, eval_every=cfg["eval_every"],
         X_eval=X[:cfg["eval_n"]], Y_eval=Y[:cfg["eval_n"]], resume=True, checkpoint_every=100, **kw)
-    print(f"{problem} {run_dir.name}: {steps} updates ({time.perf_counter() - t:.0f} s)", flush=True)
+    print(f"{problem} {run_dir.relative_to(run_dir.parents[1])}: {steps} updates ({time.perf_counter() - t:.0f} s)",
+          flush=True)
 
 
 def _trajectory_key(c: dict, steps: int) -> tuple:
@@ -177,16 +179,28 @@ def _final(run_dir: Path, upto: int | None = None):
     return rows[-1]["train_loss"] if rows else float("inf")
 
 
-def run_problem(problem: str, cfg: dict, out: Path) -> dict:
-    """Train everything of one problem (resuming what exists), then summarise and plot."""
+def seed_dirs(d: Path, method: str, cfg: dict) -> list[Path]:
+    """A second-order method's runs: one folder per seed (network initialisation, batch order, KFAC's samples)."""
+    return [d / method / f"seed{k}" for k in cfg["seeds"]]
+
+
+def run_problem(problem: str, cfg: dict, out: Path, seeds=None, second_order_only: bool = False) -> dict:
+    """Train everything of one problem (resuming what exists), then summarise and plot.
+
+    ``seeds`` restricts the second-order runs to some of ``cfg["seeds"]`` (the order a long suite runs in);
+    ``second_order_only`` skips the Adam runs."""
     d = problem_dir(out, problem)
     d.mkdir(parents=True, exist_ok=True)
     data = _data(problem, cfg)
     if not (d / "step_seconds.json").exists():
         measure_steps(problem, cfg, out)
     backends = _measured_backends(d, cfg)
-    for m in PROBLEMS[problem]["methods"]:
-        _train(problem, cfg, data, m, d / m, cfg["steps"], backends[m])
+    for k in cfg["seeds"] if seeds is None else seeds:
+        for m in PROBLEMS[problem]["methods"]:
+            _train(problem, cfg, data, m, d / m / f"seed{k}", cfg["steps"], backends[m], seed=k)
+            summarise(problem, cfg, out)
+    if second_order_only:
+        return summarise(problem, cfg, out)
     total = cfg["steps"] * cfg["adam_factor"]
     _train(problem, cfg, data, "adam", d / "adam_default", total, backends["adam"], lr=1e-3)
     alive = adam_grid(cfg)
@@ -208,6 +222,11 @@ def run_problem(problem: str, cfg: dict, out: Path) -> dict:
             (d / "adam" / c["tag"] / "checkpoint.npz").unlink(missing_ok=True)  # out of the race: no resume needed
         summarise(problem, cfg, out)  # partial results are readable while the suite goes on
     return summarise(problem, cfg, out)
+
+
+def _seeds_curves(d: Path, m: str, cfg: dict, step_s: float) -> dict:
+    """The curves of a second-order method's seed runs that have a log: ``{seed folder: curve}``."""
+    return {r.name: _curve(r, step_s) for r in seed_dirs(d, m, cfg) if (r / "log.csv").exists() and read_log(r / "log.csv")}
 
 
 def _curve(run_dir: Path, step_s: float) -> list[dict]:
@@ -239,13 +258,26 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
     entry = lambda curve, m, s: {
         "updates": int(curve[-1]["step"]), "step_seconds": s, "wall_seconds": curve[-1]["wall_time"],
         "train_seconds": read_log(d / m / "log.csv")[-1]["wall_time"] if (d / m / "log.csv").exists() else None,
-        "final_train_loss": curve[-1]["train_loss"], "final_avg_train_loss": curve[-1]["avg_train_loss"],
-        "curve": [[r["step"], r["train_loss"], r["avg_train_loss"]] for r in curve]}
-    methods, curves = {}, {}
-    for m in (*PROBLEMS[problem]["methods"], "adam_default"):
-        if (d / m / "log.csv").exists() and read_log(d / m / "log.csv"):
-            curves[m] = _curve(d / m, step_s["adam" if m == "adam_default" else m])
-            methods[m] = entry(curves[m], m, step_s["adam" if m == "adam_default" else m])
+        "final_train_loss": curve[-1]["train_loss"], "final_avg_train_loss": curve[-1].get("avg_train_loss"),
+        "curve": [[r["step"], r["train_loss"], r.get("avg_train_loss")] for r in curve]}
+    methods, curves, bands = {}, {}, {}
+    for m in PROBLEMS[problem]["methods"]:  # the mean over the seeds that reached the most updates, and the spread
+        runs = _seeds_curves(d, m, cfg, step_s[m])
+        if not runs:
+            continue
+        most = max(int(c[-1]["step"]) for c in runs.values())
+        done = {k: c for k, c in runs.items() if int(c[-1]["step"]) == most}
+        curves[m] = mean_curve(list(done.values()))
+        methods[m] = {**entry(curves[m], f"{m}/{next(iter(done))}", step_s[m]), "seeds": sorted(done),
+                      "seed_final_train_loss": {k: c[-1]["train_loss"] for k, c in done.items()},
+                      "seed_train_seconds": {k: read_log(d / m / k / "log.csv")[-1]["wall_time"] for k in done}}
+        finals = list(methods[m]["seed_final_train_loss"].values())
+        methods[m]["final_min"], methods[m]["final_max"] = min(finals), max(finals)
+        if len(done) > 1:
+            bands[f"{m.upper()} seeds (min–max)"] = list(done.values())
+    if (d / "adam_default" / "log.csv").exists() and read_log(d / "adam_default" / "log.csv"):
+        curves["adam_default"] = _curve(d / "adam_default", step_s["adam"])
+        methods["adam_default"] = entry(curves["adam_default"], "adam_default", step_s["adam"])
     grid = []
     for c in adam_grid(cfg):
         r = d / "adam" / c["tag"]
@@ -264,7 +296,6 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
         curves["adam_best"] = best["curve"]
         methods["adam_best"] = {**entry(best["curve"], f"adam/{best['tag']}", step_s["adam"]),
                                 "lr": best["lr"], "decay_period": best["decay_period"], "tag": best["tag"]}
-    bands = {}
     for k in TOP_K if grid_ready else ():  # the top-k mean over the updates that at least k configurations reached
         reach = sorted({g["updates"] for g in grid}, reverse=True)
         upto = next((u for u in reach if sum(g["updates"] >= u for g in grid) >= k), None)
@@ -354,10 +385,14 @@ def plot(d: Path, curves: dict, bands: dict, methods: dict, label: str, cfg: dic
             f"halving; wall clock = updates x measured step time; tanh hidden [ours]")
     for x, name in (("step", "loss_vs_update.png"), ("wall_time", "loss_vs_wall_time.png")):
         plot_logs(logs, d / name, title=f"{label}: training error", x=x, note=note, bands=bands)
+    runs = {f"{names.get(m, m)} {r.name}": read_log(r / "log.csv") for m in PROBLEMS_OF[d.name]
+            for r in seed_dirs(d, m, cfg) if (r / "log.csv").exists()}
+    if runs:  # the damping of every second-order run: what a researcher reads first
+        plot_damping(runs, d / "damping.png", title=f"{label}: damping (Appendix B)", eta=1e-5)
 
 
 def main(problems=("curves", "mnist", "faces", "mnist-oddeven"), config="full", out="results", plot_only=False,
-         measure_only=False) -> dict:
+         measure_only=False, seeds=None, second_order_only=False) -> dict:
     cfg = CONFIGS[config]
     res = {}
     for p in problems:
@@ -369,7 +404,7 @@ def main(problems=("curves", "mnist", "faces", "mnist-oddeven"), config="full", 
         elif plot_only:
             res[p] = summarise(p, cfg, Path(out))
         else:
-            res[p] = run_problem(p, cfg, Path(out))
+            res[p] = run_problem(p, cfg, Path(out), seeds, second_order_only)
     return res
 
 
@@ -379,5 +414,8 @@ if __name__ == "__main__":
     parser.add_argument("--problems", default="curves,mnist,faces,mnist-oddeven")
     parser.add_argument("--plot-only", action="store_true", help="summarise and plot the existing logs")
     parser.add_argument("--measure-only", action="store_true", help="only (re)measure the step times")
+    parser.add_argument("--seeds", default=None, help="comma list: only these seeds' second-order runs")
+    parser.add_argument("--second-order-only", action="store_true", help="skip the Adam runs")
     a = parser.parse_args()
-    main(a.problems.split(","), a.config, a.out, a.plot_only, a.measure_only)
+    main(a.problems.split(","), a.config, a.out, a.plot_only, a.measure_only,
+         [int(k) for k in a.seeds.split(",")] if a.seeds else None, a.second_order_only)

@@ -1,9 +1,64 @@
-"""Loss curves from CSV logs (matplotlib is an optional extra)."""
+"""Loss curves and damping traces from CSV logs (matplotlib is an optional extra)."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install 'pt_kfgn[plot]')")
+        return None
+    return plt
+
+
+def _series(rows, key, x="step"):
+    return [(r[x], r[key]) for r in rows if r.get(key) not in (None, "") and r[key] == r[key]]
+
+
+def plot_damping(logs: dict, path, title: str = "", eta: float | None = None) -> Path | None:
+    """The damping trace of KFGN runs (Appendix B): λ and ``ε = γ + η`` (eq. 36), α* (eq. 40) and ρ (eq. 42)
+    against updates, one colour per run; ``η`` is drawn as a reference line on the damping panel.
+
+    ``logs`` maps a label to log rows (:func:`pt_kfgn.train.read_log`).  Returns the PNG path, or None when
+    matplotlib is not installed.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(3, 1, figsize=(6, 7), sharex=True)
+    for i, (label, rows) in enumerate(logs.items()):
+        c = f"C{i}"
+        lam, eps = _series(rows, "lambda"), _series(rows, "epsilon")
+        if lam:
+            axes[0].plot(*zip(*lam), color=c, lw=1, label=f"{label} λ")
+        if eps:
+            axes[0].plot(*zip(*eps), color=c, lw=1, ls="--", label=f"{label} ε")
+        alpha = [(s, a) for s, a in _series(rows, "alpha") if a > 0]
+        if alpha:
+            axes[1].plot(*zip(*alpha), color=c, lw=0.6, alpha=0.8, label=label)
+        rho = _series(rows, "rho")
+        if rho:
+            axes[2].plot(*zip(*rho), color=c, marker=".", ms=2, lw=0, label=label)
+    if eta:
+        axes[0].axhline(eta, color="0.5", lw=0.8, ls=":", label="η")
+    for y in (0.25, 0.75):
+        axes[2].axhline(y, color="0.5", lw=0.8, ls=":")
+    axes[0].set(yscale="log", ylabel="λ (solid), ε = γ + η (dashed)", title=title)
+    axes[1].set(yscale="log", ylabel="α*")
+    axes[2].set(ylabel="ρ (T₁ steps)", xlabel="updates", ylim=(-1, 2))
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = "training loss",
@@ -15,13 +70,8 @@ def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = 
 
     Returns the PNG path, or None when matplotlib is not installed.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'pt_kfgn[plot]')")
+    plt = _pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, group in (bands or {}).items():

@@ -17,8 +17,9 @@ import numpy as np
 
 from pt_kfgn import checkpoint as ckpt_io
 
-LOG_FIELDS = ["step", "wall_time", "batch_loss", "train_loss", "avg_train_loss", "lambda", "gamma", "alpha", "rho",
-              "accepted", "lr"]
+LOG_FIELDS = ["step", "wall_time", "batch_loss", "train_loss", "avg_train_loss", "lambda", "gamma", "epsilon",
+              "pi_min", "pi_max", "alpha", "rho", "accepted", "lr"]
+STAT_FIELDS = ("lambda", "gamma", "epsilon", "pi_min", "pi_max", "alpha", "rho", "lr")  # copied from step()'s dict
 CHECKPOINT = "checkpoint.npz"
 LOG = "log.csv"
 
@@ -73,7 +74,7 @@ def _truncate_log(path: Path, step: int) -> None:
     with open(path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+        w = csv.DictWriter(fh, fieldnames=LOG_FIELDS, restval="", extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
 
@@ -163,7 +164,7 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
             stats = optimizer.step(X[idx], Y[idx])
             elapsed = time.perf_counter() - t0
             row = {"step": step, "wall_time": elapsed, "batch_loss": stats["loss"],
-                   "train_loss": "", **{k: stats.get(k, "") for k in ("lambda", "gamma", "alpha", "rho", "lr")},
+                   "train_loss": "", **{k: stats.get(k, "") for k in STAT_FIELDS},
                    "accepted": int(stats.get("accepted", True))}
             last = step == steps or (time_limit is not None and elapsed > time_limit)
             if step % eval_every == 0 or last:

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 
+import numpy as np
 import pytest
 
 
@@ -204,10 +205,15 @@ def test_figures_smoke_successive_halving_and_resume(tmp_path):
             Y_eval=Y[:cfg["eval_n"]], lr=g["lr"], decay_period=g["decay_period"], checkpoint_every=100)
         ours = [(r["step"], r["train_loss"], r["lr"]) for r in read_log(d / "adam" / g["tag"] / "log.csv")]
         assert ours == [(r["step"], r["train_loss"], r["lr"]) for r in read_log(ref / "log.csv")]
-    stamp = (d / "kfra" / "log.csv").stat().st_mtime_ns
+    assert s["methods"]["kfra"]["seeds"] == ["seed0", "seed1"]  # the mean of two seeds, and their spread
+    finals = s["methods"]["kfra"]["seed_final_train_loss"]
+    assert s["methods"]["kfra"]["final_train_loss"] == pytest.approx(np.mean(list(finals.values())))
+    assert finals["seed0"] != finals["seed1"]
+    stamp = (d / "kfra" / "seed0" / "log.csv").stat().st_mtime_ns
     main(["curves"], "smoke", tmp_path)  # everything is there: nothing is trained again
-    assert (d / "kfra" / "log.csv").stat().st_mtime_ns == stamp
+    assert (d / "kfra" / "seed0" / "log.csv").stat().st_mtime_ns == stamp
     assert (d / "loss_vs_update.png").exists() and (d / "loss_vs_wall_time.png").exists()
+    assert (d / "damping.png").exists()
     assert "| kfra | " in (d / "table.md").read_text()
 
 
