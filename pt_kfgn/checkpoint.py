@@ -95,7 +95,8 @@ def load(path) -> dict:
     except FileNotFoundError as err:
         raise CheckpointError(f"{path}: no such checkpoint") from err
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: truncated, corrupt or not a checkpoint ({err})") from err
+        why = "not a NumPy archive" if "pickle" in str(err) else str(err)  # numpy's text suggests allow_pickle
+        raise CheckpointError(f"{path}: truncated, corrupt or not a checkpoint ({why})") from err
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file")
     return _decode(doc["state"], arrays)

@@ -18,7 +18,8 @@ def cmd_train(args) -> int:
     from pt_kfgn.graph.layers import build_net
     from pt_kfgn.optim import make_optimizer
     from pt_kfgn.plotting import plot_logs
-    from pt_kfgn.train import check_schedule, read_log, train
+    from pt_kfgn import checkpoint as ckpt_io
+    from pt_kfgn.train import CHECKPOINT, check_schedule, read_log, train
 
     # every argument is checked before any data is loaded or anything is compiled
     check_schedule(steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
@@ -43,6 +44,15 @@ def cmd_train(args) -> int:
     opt = make_optimizer(args.method, net, loss, seed=args.seed, backend=args.backend, lr=args.lr,
                          decay_period=args.decay_period, **extra)
     out = Path(args.out)
+    if args.resume:  # refuse before anything in the run folder is touched
+        ckpt = out / CHECKPOINT
+        if not ckpt.exists():
+            raise ValueError(f"--resume: no checkpoint at {ckpt}; run without --resume to start afresh")
+        state = ckpt_io.load(ckpt)
+        try:
+            opt.check_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise ckpt_io.CheckpointError(f"{ckpt}: does not belong to this run: {err}") from err
     out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     config.update(dataset_label=label, loss=loss, sizes=net.sizes, activations=net.activations)
@@ -63,7 +73,8 @@ def cmd_train(args) -> int:
               f"({final[-1]['wall_time']:.1f} s)")
     plot_logs({args.method.upper(): read_log(out / "log.csv")}, out / "loss.png",
               title=f"{label}: {args.method.upper()}", note=f"net {net.sizes}, hidden {args.hidden} [ours]")
-    print(f"wrote {out / 'log.csv'}, {out / 'loss.png'}, {out / 'checkpoint.npz'}")
+    written = [str(out / f) for f in ("log.csv", "loss.png", CHECKPOINT) if (out / f).exists()]
+    print(f"wrote {', '.join(written)}")
     return 0 if rows is not None else 1
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pt_kfgn import checkpoint as ckpt_io
+from pt_kfgn.optim.base import StateMismatchError
 
 LOG_FIELDS = ["step", "wall_time", "batch_loss", "train_loss", "avg_train_loss", "lambda", "gamma", "epsilon",
               "pi_min", "pi_max", "alpha", "rho", "accepted", "lr"]
@@ -142,7 +143,10 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
         ckpt = out / CHECKPOINT
         if resume and ckpt.exists():
             state = ckpt_io.load(ckpt)
-            optimizer.load_state_dict(state["optimizer"])
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except (StateMismatchError, KeyError) as err:  # checked whole before anything changed
+                raise ckpt_io.CheckpointError(f"{ckpt}: does not belong to this run: {err}") from err
             batches.load(state["batches"])
             start_step, elapsed = state["step"], state["elapsed"]
             _truncate_log(out / LOG, start_step)

@@ -138,3 +138,68 @@ def test_cli_rejects_bad_arguments_before_loading_or_compiling(tmp_path, monkeyp
     assert "--devices needs --backend jax" in capsys.readouterr().err
     assert main(["train", "--devices", "3", "--backend", "jax", "--batch-size", "1000", "--out", str(tmp_path)]) == 2
     assert "must split evenly over --devices 3" in capsys.readouterr().err
+
+
+# -- a checkpoint is checked whole before anything changes (issue 29) ------------------------------------
+def _state_of(opt, out):
+    arrays = [np.copy(v.get_value()) for v in opt.state_variables()]
+    files = {p.name: p.read_bytes() for p in out.iterdir()} if out.exists() else {}
+    return arrays, files
+
+
+@pytest.mark.parametrize("other", ["width", "depth", "loss", "method", "dtype"])
+def test_a_foreign_checkpoint_is_refused_before_anything_changes(tmp_path, other):
+    """Each mismatch raises CheckpointError naming the first difference; the parameters, the optimiser's state
+    and the run folder stay bit-identical.  Before: the width case overwrote W1 and b1, then raised a raw
+    TypeError; another loss loaded silently."""
+    X = _data()
+    train(make_optimizer("kfra", build_net(30, 30, [8, 3], "tanh", 0, "float64", True), "bce", backend="fast"),
+          X, X, 3, batch_size=64, out_dir=tmp_path, checkpoint_every=3, progress=False)
+    widths, loss, method, dtype = [8, 3], "bce", "kfra", "float64"
+    if other == "width":
+        widths = [8, 4]
+    elif other == "depth":
+        widths = [8, 5, 3]
+    elif other == "loss":
+        loss = "mse"
+    elif other == "method":
+        method = "kfac"
+    else:
+        dtype = "float32"
+    opt = make_optimizer(method, build_net(30, 30, widths, "tanh", 1, dtype, True), loss, backend="fast")
+    before = _state_of(opt, tmp_path)
+    want = {"width": "layer 2 weight: checkpoint \\(8, 3\\), net \\(8, 4\\)", "depth": "network sizes",
+            "loss": "loss: checkpoint 'bce'", "method": "optimiser", "dtype": "dtype"}[other]
+    with pytest.raises(checkpoint.CheckpointError, match=want):
+        train(opt, X, X, 6, batch_size=64, out_dir=tmp_path, checkpoint_every=3, progress=False, resume=True)
+    after = _state_of(opt, tmp_path)
+    assert all(np.array_equal(a, b) for a, b in zip(before[0], after[0])) and before[1] == after[1]
+
+
+def test_cli_resume_without_a_checkpoint_or_with_a_foreign_one_changes_nothing(tmp_path, capsys):
+    """``--resume`` with no checkpoint says so (before: started afresh silently); with a foreign one the run
+    folder, config.json included, is untouched; ``--steps 0`` does not claim a checkpoint it did not write."""
+    out = tmp_path / "run"
+    base = ["train", "--dataset", "mnist-oddeven", "--method", "kfra", "--n-train", "60", "--batch-size", "20",
+            "--out", str(out), "--backend", "fast", "--no-progress", "--dtype", "float64"]
+    from pt_kfgn.data import mnist
+
+    r = np.random.default_rng(0)
+    mnist_data = (r.random((60, 784)), (r.random((60, 1)) < 0.5).astype(float), "mixture", "MNIST odd/even (test)")
+    import pt_kfgn.data as data_mod
+
+    orig = data_mod.load_dataset
+    data_mod.load_dataset = lambda name, n=None: mnist_data  # the CLI imports it from pt_kfgn.data at call time
+    try:
+        assert main([*base, "--widths", "6,2", "--steps", "2", "--resume"]) == 2
+        assert "no checkpoint" in capsys.readouterr().err and not out.exists()
+        assert main([*base, "--widths", "6,2", "--steps", "0"]) == 0
+        assert "checkpoint.npz" not in capsys.readouterr().out.split("wrote")[-1]
+        assert main([*base, "--widths", "6,2", "--steps", "2"]) == 0
+        files = {p.name: p.read_bytes() for p in out.iterdir()}
+        assert main([*base, "--widths", "6,3", "--steps", "4", "--resume"]) == 2
+        assert "layer 2 weight" in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    finally:
+        data_mod.load_dataset = orig
+    assert mnist  # the module the CLI's loader lives in

@@ -28,6 +28,10 @@ def regularised_objective(loss, chain, y, eta: float):
     return Ebar, Ebar + 0.5 * eta * sum(pt.sqr(p).sum() for p in chain.params)
 
 
+class StateMismatchError(ValueError):
+    """A saved state that does not belong to this optimiser; the message names the first difference."""
+
+
 class Optimizer:
     """Base class: holds the network, the loss, the symbolic target and the compiled evaluator."""
 
@@ -150,19 +154,64 @@ class Optimizer:
         pass
 
     def state_dict(self) -> dict:
-        return {"name": self.name, "t": self.t, "rejected": self.rejected,
+        return {"name": self.name, "t": self.t, "rejected": self.rejected, "loss": self._loss_id(),
+                "sizes": list(self.net.sizes),
                 "shared": [np.copy(v.get_value()) if isinstance(v.get_value(), np.ndarray) else v.get_value()
                            for v in self.state_variables()],
                 "hyper": self.hyper_state()}
 
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("name") != self.name:
-            raise ValueError(f"checkpoint was written by {state.get('name')!r}, not {self.name!r}")
+    def _loss_id(self) -> str:
+        curvature = getattr(self.loss, "curvature", None)
+        return self.loss.name if curvature is None else f"{self.loss.name}({curvature})"
+
+    def _variable_label(self, i: int, v) -> str:
+        n = len(self.params)
+        if i < n:
+            return f"layer {i // 2 + 1} {'weight' if i % 2 == 0 else 'bias'}"
+        return f"state {v.name or i}"
+
+    def check_state_dict(self, state: dict) -> None:
+        """Compare a state dict with this optimiser's whole state before anything is loaded: the optimiser's kind,
+        the loss, the network's sizes, then every array's shape and dtype; :class:`StateMismatchError` names the
+        first difference (e.g. "layer 1 weight: checkpoint (64, 32), net (64, 16)")."""
+        if not isinstance(state, dict) or not {"name", "shared", "t", "rejected", "hyper"} <= set(state):
+            raise StateMismatchError("not an optimiser state (keys name, shared, t, rejected, hyper expected)")
+        if state["name"] != self.name:
+            raise StateMismatchError(f"optimiser: checkpoint {state['name']!r}, this run {self.name!r}")
+        if "loss" in state and state["loss"] != self._loss_id():
+            raise StateMismatchError(f"loss: checkpoint {state['loss']!r}, this run {self._loss_id()!r}")
+        sizes = "sizes" in state and list(state["sizes"]) != list(self.net.sizes)
         variables = self.state_variables()
+        if sizes and len(variables) != len(state["shared"]):  # another depth: the arrays cannot be paired
+            raise StateMismatchError(f"network sizes: checkpoint {list(state['sizes'])}, net {list(self.net.sizes)}")
         if len(variables) != len(state["shared"]):
-            raise ValueError("checkpoint does not match this optimiser's state")
-        for v, value in zip(variables, state["shared"]):
-            v.set_value(value)
+            raise StateMismatchError(f"state arrays: checkpoint {len(state['shared'])}, this optimiser "
+                                     f"{len(variables)} (another configuration: EMA, amortised curvature, rollback)")
+        for i, (v, value) in enumerate(zip(variables, state["shared"])):
+            mine, theirs = np.asarray(v.get_value()), np.asarray(value)
+            if mine.shape != theirs.shape:
+                where = "net" if i < len(self.params) else "this optimiser"
+                raise StateMismatchError(f"{self._variable_label(i, v)}: checkpoint {theirs.shape}, {where} {mine.shape}")
+            if mine.dtype != theirs.dtype:
+                raise StateMismatchError(f"{self._variable_label(i, v)}: checkpoint dtype {theirs.dtype}, "
+                                         f"this run {mine.dtype}")
+        if sizes:
+            raise StateMismatchError(f"network sizes: checkpoint {list(state['sizes'])}, net {list(self.net.sizes)}")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Load a :meth:`state_dict`: checked whole first (:meth:`check_state_dict`), so a mismatch changes
+        nothing; should loading still fail, the previous state is restored."""
+        self.check_state_dict(state)
+        before = self.state_dict()
+        try:
+            self._load(state)
+        except Exception:
+            self._load(before)
+            raise
+
+    def _load(self, state: dict) -> None:
+        for v, value in zip(self.state_variables(), state["shared"]):
+            v.set_value(np.array(value, copy=True) if isinstance(value, np.ndarray) else value)
         self.t, self.rejected = state["t"], state["rejected"]
         self.load_hyper_state(state["hyper"])
 
