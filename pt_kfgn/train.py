@@ -191,6 +191,7 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
     finally:
         if bar is not None:
             bar.close()
+        optimizer.host_state()
     return rows
 
 

@@ -4,6 +4,8 @@ Each optimiser, on a tiny autoencoder: the loss decreases, its state stays finit
 without touching anything, a resumed run is bit-identical, and nothing is compiled after ``compile()``.
 """
 
+import importlib.util
+
 import numpy as np
 import pytensor
 import pytest
@@ -104,3 +106,31 @@ def test_state_arrays_stay_c_contiguous(method):
     for _ in range(6):
         opt.step(X, X)
         assert all(a.flags.c_contiguous for a in _state_arrays(opt))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs the jax extra")
+def test_numpy_in_and_out_on_jax_and_a_second_optimiser_on_the_same_net(tmp_path):
+    """Issue 29: after a JAX step, get_params() is numpy and writable; after train() every shared variable holds
+    numpy again, so a second optimiser (KFGN after Adam) steps on the same net and the user's own default-mode
+    pytensor.function runs.  Before: jaxlib arrays (read-only through np.asarray), and KFGN after Adam failed
+    with "unsupported operand type(s) for *: 'TensorVariable' and 'SharedVariable'"."""
+    import pytensor
+
+    import pt_kfgn as pk
+
+    net = pk.mlp([5, 4, 3], ["tanh", "identity"], seed=0, dtype="float32")
+    r = np.random.default_rng(0)
+    X, Y = r.random((16, 5)).astype("float32"), r.random((16, 3)).astype("float32")
+    adam = pk.make_optimizer("adam", net, "mse", backend="jax")
+    adam.step(X, Y)
+    W, b = net.get_params()[0]
+    assert type(W) is np.ndarray and W.flags.writeable and W.flags.c_contiguous
+    W[0, 0] = 1.0  # a copy: the net is unchanged
+    assert net.get_params()[0][0][0, 0] != 1.0
+    pk.train(adam, X, Y, 2, batch_size=8, progress=False)
+    assert all(type(v.get_value(borrow=True)) is np.ndarray for v in adam.state_variables())
+    kfra = pk.KFGN(net, "mse", "kfra", backend="jax")
+    assert kfra.step(X, Y)["accepted"]
+    pk.train(kfra, X, Y, 2, batch_size=8, progress=False)
+    f = pytensor.function([net.X], net.output)  # the user's own function, default mode
+    assert f(X).shape == (16, 3)

@@ -129,8 +129,10 @@ class MLP:
         return a
 
     def get_params(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Copies of ``[(W, b), ...]`` with ``W`` of shape ``(n_in, n_out)``."""
-        return [(W.get_value(), b.get_value()) for W, b in self.params]
+        """Copies of ``[(W, b), ...]`` with ``W`` of shape ``(n_in, n_out)``: writable, C-contiguous numpy arrays
+        whatever backend last wrote them (a JAX step leaves device arrays in the shared variables)."""
+        return [(np.array(W.get_value(), copy=True, order="C"), np.array(b.get_value(), copy=True, order="C"))
+                for W, b in self.params]
 
     def set_params(self, params) -> None:
         """Set ``[(W, b), ...]``; shapes are checked, values cast to the net's dtype."""

@@ -141,6 +141,16 @@ class Optimizer:
             if isinstance(value, np.ndarray) and not value.flags.c_contiguous:
                 v.set_value(np.ascontiguousarray(value), borrow=True)
 
+    def host_state(self) -> None:
+        """Store every state variable as a writable numpy array again (a JAX step leaves device arrays there, which
+        the user's own ``pytensor.function`` in another mode, pickling without jax and comparisons across device
+        counts cannot use).  :func:`pt_kfgn.train.train` calls it when it returns; not done per step, since on a
+        GPU it would copy the whole state to the host and back every step."""
+        for v in self.state_variables():
+            value = v.get_value(borrow=True)
+            if not isinstance(value, np.ndarray):
+                v.set_value(np.array(value, copy=True, order="C"), borrow=True)
+
     # -- state -------------------------------------------------------------------------------------
     def state_variables(self) -> list:
         """Every shared variable that the optimiser's trajectory depends on (parameters first)."""

@@ -153,10 +153,10 @@ class KFGN(Optimizer):
         self.noise_rng = new_rng(seed) if method == "kfac" else None
         self._noise = noise_input(net.dtype) if method == "kfac" else None
         self._no_noise = None  # the zeros passed to step kinds that reuse cached factors (no samples drawn)
-        self.averaged = [pytensor.shared(p.get_value().copy(), name=f"avg_{p.name}") for p in self.params]
+        self.averaged = [pytensor.shared(np.array(p.get_value()), name=f"avg_{p.name}") for p in self.params]
         # the rollback copy: θ and θ̄ before the last applied update (only needed without a trial every step)
         self._rollback = trial_every != 1
-        self._prev = ([pytensor.shared(v.get_value().copy(), name=f"prev_{v.name}")
+        self._prev = ([pytensor.shared(np.array(v.get_value()), name=f"prev_{v.name}")
                        for v in (*self.params, *self.averaged)] if self._rollback else [])
         self._has_prev = pytensor.shared(np.asarray(0, "int8"), name="has_prev")
         # cached factors (EMA or amortised curvature) and cached damped inverses (amortised inverses)
