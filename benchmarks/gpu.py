@@ -75,15 +75,14 @@ def run(batches, widths, dim: int, reps: int, rounds: int, kfac_jax: bool) -> di
                 else:
                     prepared[m] = prepare_method(m, "jax", "float32", X, Y, widths, classifier=m == "kflr")
                 res[m] = {"first_step_s": time.perf_counter() - t}
-            except Exception as err:  # a method that fails is reported, the others go on
+            except Exception as err:  # noqa: BLE001 - a method that fails is reported, the others go on
                 prepared.pop(m, None)
                 res[m] = {"error": f"{type(err).__name__}: {err}"[:400]}
             print(f"batch {batch} {m}: prepared {res[m]}", flush=True)
         gemm = DeviceGemm(4096 if dev.platform == "gpu" else 512)
         timing = {**prepared, "device_gemm": {"opt": gemm, "batch": (), "kfgn": False, "compile_s": 0.0,
                                               "sizes": None, "flops": gemm.flops}}
-        for m in prepared:  # the FLOP count at this batch size
-            p = prepared[m]
+        for m, p in prepared.items():  # the FLOP count at this batch size
             every = 5 if m == "kfra_amortised" else 1
             p["flops"] = flops(m, p["sizes"], batch, every, T2=CYCLE if p["kfgn"] else None)
         timed = time_methods(timing, reps, rounds)

@@ -14,11 +14,11 @@ from pt_kfgn.optim import METHODS
 def cmd_train(args) -> int:
     import time
 
+    from pt_kfgn import checkpoint as ckpt_io
     from pt_kfgn.data import load_dataset
     from pt_kfgn.graph.layers import build_net
     from pt_kfgn.optim import make_optimizer
     from pt_kfgn.plotting import plot_logs
-    from pt_kfgn import checkpoint as ckpt_io
     from pt_kfgn.train import CHECKPOINT, check_schedule, read_log, train
 
     # every argument is checked before any data is loaded or anything is compiled

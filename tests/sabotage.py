@@ -68,7 +68,11 @@ elif name == "gamma-floor":
     adaptation.gamma_bounds = lambda eta, min_damping=None: (1e-20, adaptation.GAMMA_MAX)
 elif name == "tie-smallest":  # round 3's order: the smallest candidate first, so a tie ratchets γ down
     orig_c = adaptation.gamma_candidates
-    adaptation.gamma_candidates = lambda *a, **k: (lambda c: [c[1], c[0], c[2]])(orig_c(*a, **k))
+
+    def smallest_first(*a, **k):
+        c = orig_c(*a, **k)
+        return [c[1], c[0], c[2]]
+    adaptation.gamma_candidates = smallest_first
 elif name == "keep-increase":
     orig_s = stages.step_status
     stages.step_status = lambda f0, model, f_new=None, reject_increase=False: orig_s(f0, model, f_new, False)

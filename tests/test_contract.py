@@ -123,7 +123,7 @@ def test_numpy_in_and_out_on_jax_and_a_second_optimiser_on_the_same_net(tmp_path
     X, Y = r.random((16, 5)).astype("float32"), r.random((16, 3)).astype("float32")
     adam = pk.make_optimizer("adam", net, "mse", backend="jax")
     adam.step(X, Y)
-    W, b = net.get_params()[0]
+    W, _ = net.get_params()[0]
     assert type(W) is np.ndarray and W.flags.writeable and W.flags.c_contiguous
     W[0, 0] = 1.0  # a copy: the net is unchanged
     assert net.get_params()[0][0][0, 0] != 1.0

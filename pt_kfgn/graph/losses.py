@@ -178,8 +178,10 @@ class BernoulliCE(Loss):
 
     def check_targets(self, Y, n, d):
         Y = super().check_targets(Y, n, d)
-        if Y.min(initial=0) < 0 or Y.max(initial=0) > 1:
-            raise ValueError("bce: targets must lie in [0, 1]")
+        lo, hi = Y.min(initial=0), Y.max(initial=0)
+        if lo < 0 or hi > 1:
+            hint = "; 8-bit pixels? divide by 255" if hi <= 255 and lo >= 0 else ""
+            raise ValueError(f"bce: targets must lie in [0, 1], got values in [{lo:g}, {hi:g}]{hint}")
         return Y
 
 
