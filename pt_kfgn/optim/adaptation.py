@@ -45,12 +45,12 @@ def ema_weight(k: int, decay: float) -> float:
     return min(1.0 - 1.0 / k, decay) if decay > 0 else 0.0
 
 
-def validate_positive(**kwargs) -> None:
-    """Raise a clear ValueError for hyperparameters that must be positive."""
+def validate_positive(required=(), **kwargs) -> None:
+    """Raise a clear ValueError for hyperparameters that must be positive (None allowed unless ``required``)."""
     for name, value in kwargs.items():
-        if value is None:
+        if value is None and name not in required:
             continue
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
@@ -68,7 +68,7 @@ def validate_interval(bounds: tuple[float, float], closed_low: bool, **kwargs) -
     """Numbers in ``[low, high)`` (``closed_low``) or ``(low, high)``; a clear ValueError otherwise."""
     low, high = bounds
     for name, value in kwargs.items():
-        ok = isinstance(value, int | float) and (low <= value if closed_low else low < value) and value < high
+        ok = not isinstance(value, bool) and isinstance(value, int | float) and (low <= value if closed_low else low < value) and value < high
         if not ok:
             raise ValueError(f"{name} must lie in {'[' if closed_low else '('}{low}, {high}), got {value!r}")
 

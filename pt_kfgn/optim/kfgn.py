@@ -127,8 +127,9 @@ class KFGN(Optimizer):
             raise ValueError("blockdiag-exact supports neither amortised curvature nor a factor EMA")
         if trial_every not in ("T1", 1):
             raise ValueError(f"trial_every must be 'T1' or 1, got {trial_every!r}")
-        if not (isinstance(eta, int | float) and math.isfinite(eta) and eta >= 0):
+        if isinstance(eta, bool) or not (isinstance(eta, int | float) and math.isfinite(eta) and eta >= 0):
             raise ValueError(f"eta must be a non-negative finite number, got {eta!r}")
+        rules.validate_positive(required=("lam",), lam=lam)
         gamma = lam if gamma is None else gamma
         omega1 = (19 / 20) ** T1 if omega1 is None else omega1
         omega2 = (19 / 20) ** T2 if omega2 is None else omega2
