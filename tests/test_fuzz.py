@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import pt_kfgn as pk  # noqa: E402
+import pt_kfgn as pk
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 NET = pk.mlp([4, 3, 2], ["tanh", "identity"], seed=0)
