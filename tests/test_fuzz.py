@@ -96,3 +96,14 @@ def test_every_bad_value_of_every_hyperparameter(name):
         else:
             assert not isinstance(value, bool | str | list | type(None)), (name, value)
         assert all(np.array_equal(a, b) for a, b in zip(before, _params()))
+
+
+def test_targets_outside_the_loss_domain_are_refused_with_the_range():
+    """8-bit pixels as Bernoulli targets, labels out of range, non-binary mixture targets: refused, range named."""
+    X = (np.random.default_rng(0).random((6, 4)) * 255).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"\[0, 1\], got values in \[0, \d+\]; 8-bit pixels\? divide by 255"):
+        OPTS["adam"].step(X, X[:, :2])
+    with pytest.raises(ValueError, match="labels must lie in 0..1"):
+        pk.make_optimizer("adam", pk.mlp([4, 2], ["identity"]), "softmax_ce").step(np.zeros((2, 4)), np.array([0, 2]))
+    with pytest.raises(ValueError, match="0 or 1"):
+        pk.make_optimizer("adam", pk.mlp([4, 1], ["identity"]), "mixture").step(np.zeros((2, 4)), np.array([[0.5], [1]]))
