@@ -224,9 +224,25 @@ def xla_compiler_options(products: str = "eigen") -> dict:
     return {k: v for k, v in _XLA_CPU_OPTIONS[products].items() if k not in flags}
 
 
+# Two warnings every JAX step printed that no user can act on [ours, narrowly matched]: PyTensor drops the
+# broadcast Asserts of our graphs when it converts them (their shapes are checked before each step), and JAX
+# truncates the int64 index arithmetic of PyTensor's graphs to int32 (indices and sizes stay far below 2³¹).
+_HARMLESS_JAX_WARNINGS = (r"Skipping Assert\{msg='Could not broadcast dimensi.*as JAX tracing would remove it",
+                          r"Explicitly requested dtype int64 requested in \w+ is not available")
+
+
+def quiet_jax_warnings() -> None:
+    """Silence :data:`_HARMLESS_JAX_WARNINGS` (and nothing else)."""
+    import warnings
+
+    for message in _HARMLESS_JAX_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
 def jax_mode(products: str = "eigen"):
     """PyTensor's JAX mode: the graph jitted with the :func:`xla_compiler_options` of ``products``, and
     :func:`one_blas_thread_on_cpu` around it."""
+    quiet_jax_warnings()
     from pytensor.compile.mode import JAX, Mode
     from pytensor.link.jax.linker import JAXLinker
 

@@ -203,3 +203,20 @@ def test_cli_resume_without_a_checkpoint_or_with_a_foreign_one_changes_nothing(t
     finally:
         data_mod.load_dataset = orig
     assert mnist  # the module the CLI's loader lives in
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("jax") is None, reason="needs the jax extra")
+def test_a_short_cli_run_on_jax_prints_no_warning(tmp_path):
+    """The quick start's path (JAX, KFRA) at a tiny size prints its own lines and no library warning (issue 26:
+    PyTensor's skipped-Assert and JAX's int64-truncation warnings printed for every step kind)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PT_KFGN_DATA": str(tmp_path / "cache"), "PYTHONWARNINGS": "default"}
+    cmd = [sys.executable, "-m", "pt_kfgn.cli", "train", "--dataset", "curves", "--method", "kfra", "--steps", "3",
+           "--n-train", "40", "--batch-size", "20", "--widths", "6,2", "--out", str(tmp_path / "run"),
+           "--backend", "jax", "--no-progress"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Warning" not in r.stderr + r.stdout, r.stderr[-2000:]
