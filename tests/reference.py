@@ -78,10 +78,13 @@ def brute_gn(net, loss_name, X, Y, gn_output_hessian=None):
 
 
 def mixture_gn_hessian(h, y):
-    """H_L^GN of MIX-v0 in numpy (an independent closed form)."""
+    """The PSD output curvature of MIX-v0 in numpy (an independent closed form): the positive part of the exact
+    ``H_L = μ′²(y/μ² + (1−y)/(1−μ)²) + μ″(μ − y)/(μ(1 − μ))``."""
     s1, s2 = 1 / (1 + np.exp(-h)), 1 / (1 + np.exp(-2 * h))
     mu, dmu = 0.5 * (s1 + s2), 0.5 * s1 * (1 - s1) + s2 * (1 - s2)
-    return np.atleast_2d(dmu ** 2 * (y / mu ** 2 + (1 - y) / (1 - mu) ** 2))
+    d2mu = 0.5 * s1 * (1 - s1) * (1 - 2 * s1) + 2 * s2 * (1 - s2) * (1 - 2 * s2)
+    full = dmu ** 2 * (y / mu ** 2 + (1 - y) / (1 - mu) ** 2) + d2mu * (mu - y) / (mu * (1 - mu))
+    return np.atleast_2d(np.maximum(full, 0))
 
 
 # -- an independent numpy KFGN step (factors, factored Tikhonov, α*) for bce/mse nets --------------------

@@ -186,7 +186,11 @@ def test_figures_smoke_successive_halving_and_resume(tmp_path):
     compared = ("kfra", "kfac", "adam_default", "adam_best")  # equal time: the earliest end, where all have a value
     eq = s["comparison"]["equal_time"]
     assert eq["seconds"] == min(s["methods"][m]["wall_seconds"] for m in compared)
-    assert all(eq[m] is not None for m in compared)
+    # every run evaluated by then has a value there (under load a tiny KFGN step can outlast Adam's whole smoke run,
+    # and a run with no evaluation before that moment has none)
+    first = {m: s["methods"][m]["curve"][0][0] * s["methods"][m]["step_seconds"] for m in compared}
+    assert all(eq[m] is not None for m in compared if first[m] <= eq["seconds"] + 1e-9)
+    assert eq[eq["of"]] is not None
     # decay periods 8 and 4 act only after update 4: the second of each learning rate is a copy to ½ ...
     copies = [g for g in s["adam_grid"] if (d / "adam" / g["tag"] / COPIED).exists()]
     assert [g["decay_fraction"] for g in copies] == [0.5, 0.5]
