@@ -112,7 +112,7 @@ def gamma_candidates(gamma, eta: float, omega2: float, bounds: tuple[float, floa
     keeps it: an argmin that returned the smallest γ on ties made γ ratchet down in round 3.
     Works on floats and on PyTensor scalars (``clip_fn`` clips; default :func:`clip`).
     """
-    clip_fn = clip_fn or (lambda v, b: clip(v, b))
+    clip_fn = clip_fn or clip
     eps = gamma + eta
     return [gamma, clip_fn(omega2 * eps - eta, bounds), clip_fn(eps / omega2 - eta, bounds)]
 

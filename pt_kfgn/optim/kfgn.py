@@ -129,11 +129,11 @@ class KFGN(Optimizer):
             raise ValueError(f"trial_every must be 'T1' or 1, got {trial_every!r}")
         if isinstance(eta, bool) or not (isinstance(eta, int | float) and math.isfinite(eta) and eta >= 0):
             raise ValueError(f"eta must be a non-negative finite number, got {eta!r}")
-        rules.validate_positive(required=("lam",), lam=lam)
-        gamma = lam if gamma is None else gamma
+        gamma = lam if gamma is None else gamma  # an invalid λ is named first, below
         omega1 = (19 / 20) ** T1 if omega1 is None else omega1
         omega2 = (19 / 20) ** T2 if omega2 is None else omega2
-        rules.validate_positive(lam=lam, gamma=gamma, alpha_max=alpha_max, min_damping=min_damping)
+        rules.validate_positive(required=("lam",), lam=lam, gamma=gamma, alpha_max=alpha_max,
+                                min_damping=min_damping)
         rules.validate_interval((0, 1), closed_low=False, omega1=omega1, omega2=omega2)
         rules.validate_interval((0, 1), closed_low=True, zeta=zeta, ema=ema)
         super().__init__(net, loss, backend, devices)
