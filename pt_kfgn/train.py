@@ -19,7 +19,7 @@ from pt_kfgn import checkpoint as ckpt_io
 from pt_kfgn.optim.base import StateMismatchError
 
 LOG_FIELDS = ["step", "wall_time", "batch_loss", "train_loss", "avg_train_loss", "lambda", "gamma", "epsilon",
-              "pi_min", "pi_max", "alpha", "rho", "accepted", "lr"]
+              "pi_min", "pi_max", "alpha", "rho", "accepted", "lr", "rolled_back", "batch_loss_before"]
 STAT_FIELDS = ("lambda", "gamma", "epsilon", "pi_min", "pi_max", "alpha", "rho", "lr")  # copied from step()'s dict
 CHECKPOINT = "checkpoint.npz"
 LOG = "log.csv"
@@ -169,7 +169,9 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
             elapsed = time.perf_counter() - t0
             row = {"step": step, "wall_time": elapsed, "batch_loss": stats["loss"],
                    "train_loss": "", **{k: stats.get(k, "") for k in STAT_FIELDS},
-                   "accepted": int(stats.get("accepted", True))}
+                   "accepted": int(stats.get("accepted", True)),
+                   "rolled_back": int(stats.get("rolled_back", False)),
+                   "batch_loss_before": stats.get("loss_before", "")}
             last = step == steps or (time_limit is not None and elapsed > time_limit)
             if step % eval_every == 0 or last:
                 t_eval = time.perf_counter()

@@ -3,7 +3,8 @@
     cd tests && python sabotage.py G=I test_kfgn.py -k numpy_step      # expect failures
 
 Sabotages: none, G=I, Q=I, gamma=1e4, pi=1, half-curvature, no-pi-guard, no-rollback, no-retries,
-cache-bypass, cache-zero, lambda-floor, gamma-floor, tie-smallest, keep-increase, mixture-gn-split.  A developer tool (not collected by pytest); the closing notes quote its results.
+cache-bypass, cache-zero, lambda-floor, gamma-floor, tie-smallest, keep-increase, mixture-gn-split,
+no-spike-rollback.  A developer tool (not collected by pytest); the closing notes quote its results.
 """
 import os
 import sys
@@ -75,11 +76,16 @@ elif name == "tie-smallest":  # round 3's order: the smallest candidate first, s
     adaptation.gamma_candidates = smallest_first
 elif name == "keep-increase":
     orig_s = stages.step_status
-    stages.step_status = lambda f0, model, f_new=None, reject_increase=False: orig_s(f0, model, f_new, False)
+    stages.step_status = lambda f0, model, f_new=None, reject_increase=False, spike=None: orig_s(
+        f0, model, f_new, False, spike)
 elif name == "mixture-gn-split":  # the mixture's curvature back to round 3's convex split
     from pt_kfgn.graph import losses
     orig_mix = losses.Mixture.__init__
     losses.Mixture.__init__ = lambda self, curvature="gn-split": orig_mix(self, "gn-split")
+elif name == "no-spike-rollback":
+    orig_s = stages.step_status
+    stages.step_status = lambda f0, model, f_new=None, reject_increase=False, spike=None: orig_s(
+        f0, model, f_new, reject_increase)
 elif name != "none":
     raise SystemExit(f"unknown sabotage {name}")
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", "-rN", "--durations=0", *sys.argv[2:]]))

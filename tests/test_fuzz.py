@@ -61,7 +61,7 @@ def test_a_step_on_any_batch_works_or_names_the_problem_and_changes_nothing(meth
 
 
 HYPER = ["eta", "lam", "gamma", "T1", "T2", "omega1", "omega2", "zeta", "ema", "alpha_max", "curvature_every",
-         "inverse_every", "retries", "max_rejections", "min_damping"]
+         "inverse_every", "retries", "max_rejections", "min_damping", "rollback_factor"]
 
 
 @SETTINGS
@@ -77,7 +77,8 @@ def test_a_bad_hyperparameter_is_refused_by_name_and_changes_nothing(name, value
 
 
 BAD = [None, True, "1", [1], -1.0, 0.0, np.nan, np.inf, 2.5]
-OPTIONAL = {"gamma": None, "alpha_max": None, "omega1": None, "omega2": None, "min_damping": None}
+OPTIONAL = {"gamma": None, "alpha_max": None, "omega1": None, "omega2": None, "min_damping": None,
+            "rollback_factor": None}
 
 
 @pytest.mark.parametrize("name", HYPER)

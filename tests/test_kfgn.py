@@ -115,6 +115,43 @@ def test_a_step_that_lands_on_a_non_finite_loss_is_rolled_back_bit_for_bit():
         assert np.array_equal(a, v)
 
 
+def _spiked(rollback_factor, scale):
+    """One step on a fresh net, then θ moved as if that step had overshot (× ``scale``); then step 2."""
+    net = pt_kfgn.mlp([3, 4, 2], ["tanh", "identity"], seed=0)
+    X, Y = make_batch("mse", 8, 3, 2, seed=3)
+    opt = KFGN(net, "mse", "kfra", gamma_search=False, rollback_factor=rollback_factor)
+    loss0 = opt.evaluate(X, Y)
+    s1 = opt.step(X, Y)
+    theta1 = [p.get_value().copy() for p in net.flat_params]
+    for p in net.flat_params:
+        p.set_value(p.get_value() * scale)
+    return opt, theta1, loss0, s1, opt.step(X, Y)
+
+
+def test_a_step_that_multiplies_the_next_batch_loss_is_rolled_back_and_retried():
+    """Step 2 finds the loss more than ``rollback_factor`` × its value before step 1: θ returns to θ₀ and the
+    step is retried from there with raised λ; its logged loss is the loss at θ₀.  A rise below the factor and
+    ``rollback_factor=None`` keep the step.
+
+    Caught: the spike condition removed (sabotage ``no-spike-rollback``): step 2 starts from the moved θ."""
+    _opt, _theta1, loss0, s1, s2 = _spiked(2.0, 8.0)
+    assert s2["rolled_back"] and s2["accepted"] and s2["retries"] == 1
+    assert s2["loss"] == pytest.approx(loss0, rel=1e-6)
+    assert s2["lambda"] > s1["lambda"]
+    _opt, _theta1, loss0, _s1, s2 = _spiked(None, 8.0)
+    assert not s2["rolled_back"] and s2["loss"] > 4 * loss0
+    _opt, _theta1, loss0, _s1, s2 = _spiked(2.0, 1.01)
+    assert not s2["rolled_back"] and s2["retries"] == 0
+
+
+def test_the_spike_rule_compares_against_the_loss_magnitude():
+    """``loss_spike``: a rise beyond (factor − 1)·|before|, for losses of either sign."""
+    from pt_kfgn.optim.adaptation import loss_spike
+    assert loss_spike(2.1, 1.0, 2.0) and not loss_spike(1.9, 1.0, 2.0)
+    assert loss_spike(-0.9, -2.0, 1.5) and not loss_spike(-1.1, -2.0, 1.5)
+    assert not loss_spike(1.0, 1.0, 2.0) and loss_spike(1e-30, 0.0, 2.0)
+
+
 def test_rejected_step_is_retried_on_the_same_batch_with_raised_damping():
     """Caught: retries removed (``retries`` stays 0 and the step is rejected)."""
     _net, X, Y, opt = _cliff_problem(trial_every=1, omega1=1e-3, retries=4)

@@ -35,6 +35,17 @@ def update_lambda(lam: float, rho: float, omega1: float, low: float = 0.25, high
     return lam
 
 
+def loss_spike(loss_after, loss_before, factor):
+    """Whether a step raised a batch's loss beyond ``factor`` × its value before, ``|·|`` for losses of any
+    sign: ``loss_after − loss_before > (factor − 1)·|loss_before|`` [ours].
+
+    The rollback test of :class:`pt_kfgn.optim.kfgn.KFGN`: the next batch is a fresh sample, so a step that
+    fits its own batch (ρ ≈ 1) but multiplies the loss elsewhere is caught one step later.  Numbers or
+    PyTensor scalars.
+    """
+    return loss_after - loss_before > (factor - 1) * abs(loss_before)
+
+
 def averaging_weight(t: int, zeta: float) -> float:
     """``ζ_t = min(1 − 1/t, ζ)`` (eq. 44-45): the exact running mean while t is small."""
     return min(1.0 - 1.0 / t, zeta)

@@ -16,7 +16,8 @@ across steps) → damped Cholesky factors → direction ``δ = −Ĉ⁻¹∇f`` 
 finite and the model predicts a decrease (and, on ``T₁`` steps, the trial loss is finite).  A step that
 passes these checks can still land where the *next* batch's loss is not finite (the trial loss is not
 evaluated on every step, as in the paper): the next step then restores the previous parameters from a copy
-kept in shared variables (a **rollback**) before retrying.  A rejected step is retried on the same batch
+kept in shared variables (a **rollback**) before retrying.  The next step also rolls back a step that
+multiplied the loss of its (fresh) batch by more than ``rollback_factor`` (one extra forward pass) [ours].  A rejected step is retried on the same batch
 with raised damping up to ``retries`` times; after ``max_rejections`` consecutive rejected steps the run
 stops with :class:`StalledError`, naming the cause.
 """
@@ -76,6 +77,12 @@ class KFGN(Optimizer):
         On the steps that evaluate the trial loss, do not keep a step that raised it (ρ < 0); it is retried
         with raised damping [ours, in the spirit of Martens 2010's backtracking and kfac-jax's step
         rejection].
+    rollback_factor : float or None
+        Roll the previous step back when the loss of the current batch at θ is more than this factor times
+        its loss at the parameters before that step (:func:`pt_kfgn.optim.adaptation.loss_spike`), then
+        retry from there with raised damping, 2 [ours: ρ on the step's own batch cannot see a step that fits
+        its batch and breaks the others, the mixture's spikes; docs/algorithm.md].  ``None``: only a
+        non-finite loss rolls back.  Needs the rollback copy (``trial_every="T1"``).
     min_damping : float, optional
         The floor of λ and γ, default ``max(η, 1e-8)``: above it every LM verdict changes the model's
         damping ``λ + η`` measurably and the γ search's candidates differ [ours; tensorflow/kfac floors
@@ -112,7 +119,8 @@ class KFGN(Optimizer):
                  gamma: float | None = None, T1: int = 5, T2: int = 20, omega1: float | None = None,
                  omega2: float | None = None, zeta: float = 0.99, ema: float = 0.0,
                  alpha_max: float | None = None, gamma_search: bool = True, trial_every="T1",
-                 reject_increase: bool = True, min_damping: float | None = None,
+                 reject_increase: bool = True, rollback_factor: float | None = 2.0,
+                 min_damping: float | None = None,
                  curvature_every: int = 1, inverse_every: int = 1, retries: int = 2, max_rejections: int = 20,
                  seed: int = 0, backend: str | None = None, devices=None):
         if method not in KFGN_METHODS:
@@ -134,6 +142,9 @@ class KFGN(Optimizer):
         omega2 = (19 / 20) ** T2 if omega2 is None else omega2
         rules.validate_positive(required=("lam",), lam=lam, gamma=gamma, alpha_max=alpha_max,
                                 min_damping=min_damping)
+        if rollback_factor is not None and (isinstance(rollback_factor, bool) or not (
+                isinstance(rollback_factor, int | float) and 1 < rollback_factor < math.inf)):
+            raise ValueError(f"rollback_factor must be a finite number > 1 or None, got {rollback_factor!r}")
         rules.validate_interval((0, 1), closed_low=False, omega1=omega1, omega2=omega2)
         rules.validate_interval((0, 1), closed_low=True, zeta=zeta, ema=ema)
         super().__init__(net, loss, backend, devices)
@@ -144,6 +155,7 @@ class KFGN(Optimizer):
         self.curvature_every, self.inverse_every = curvature_every, inverse_every
         self.retries, self.max_rejections = retries, max_rejections
         self.reject_increase = bool(reject_increase)
+        self.rollback_factor = None if rollback_factor is None else float(rollback_factor)
         self.min_damping = min_damping
         self.lambda_bounds = rules.lambda_bounds(eta, min_damping)
         self.gamma_bounds = rules.gamma_bounds(eta, min_damping)
@@ -218,10 +230,14 @@ class KFGN(Optimizer):
         deltas, model, new_gamma, best = stages.choose_damping([c[:2] for c in candidates], gammas)
         new_params = [p + model.alpha * d for p, d in zip(params, deltas)]
         f_new = clone_replace(f0, replace=dict(zip(params, new_params))) if trial else None
-        status = stages.step_status(f0, model, f_new, self.reject_increase)
-        ok = pt.eq(status, 0)
-        rollback = pt.eq(status, 1) & pt.eq(self._has_prev, 1) if self._rollback else None
         n = len(params)
+        spike = None
+        if self._rollback and self.rollback_factor is not None:  # the last step, judged on this fresh batch
+            E_prev = clone_replace(Ebar, replace=dict(zip(params, self._prev[:n])))
+            spike = pt.eq(self._has_prev, 1) & rules.loss_spike(Ebar, E_prev, np.asarray(self.rollback_factor, fx))
+        status = stages.step_status(f0, model, f_new, self.reject_increase, spike)
+        ok = pt.eq(status, 0)
+        rollback = (pt.eq(status, 1) | pt.eq(status, 6)) & pt.eq(self._has_prev, 1) if self._rollback else None
         for i, (p, p_new, avg) in enumerate(zip(params, new_params, self.averaged)):
             kept = pt.switch(ok, p_new, p)
             new_avg = pt.switch(ok, zeta_t * avg + (1 - zeta_t) * kept, avg)
@@ -248,6 +264,7 @@ class KFGN(Optimizer):
         outs = [Ebar, f0, f_new if trial else nan, model.alpha, model.model_change, rho, status, new_gamma,
                 pi_min, pi_max]
         outs += [rollback] if rollback is not None else []
+        outs += [E_prev] if spike is not None else []
         batch = [X, y] if self._noise is None else [X, y, self._noise]
         return self.compile_step([*batch, k_ema, zeta_t], outs, updates=updates, batch_inputs=len(batch))
 
@@ -307,6 +324,7 @@ class KFGN(Optimizer):
             self._contiguous_state()
             Ebar, f0, f_new, alpha, dM, rho, status, _gamma, pi_min, pi_max = out[:10]
             rolled_back = rolled_back or (len(out) > 10 and bool(out[10]))
+            loss_before = float(out[11]) if len(out) > 11 and not rolled_back else math.nan
             status = int(status)
             if status == 0:
                 self._after_accepted(kind, float(rho))
@@ -325,7 +343,7 @@ class KFGN(Optimizer):
                     f"{self.name}: step {self.t} rejected ({self.consecutive_rejections} in a row, "
                     f"{attempt + 1} tries on the batch): {stages.STATUS[status]}; λ = "
                     f"{float(self.lam.get_value()):.3g}, γ = {float(self.gamma.get_value()):.3g}")
-        return {"loss": float(Ebar), "objective": float(f0), "new_objective": float(f_new),
+        return {"loss": float(Ebar), "loss_before": loss_before, "objective": float(f0), "new_objective": float(f_new),
                 "alpha": float(alpha), "model_change": float(dM), "rho": float(rho), "accepted": accepted,
                 "status": stages.STATUS[status], "retries": attempt, "rolled_back": rolled_back,
                 "lambda": float(self.lam.get_value()), "gamma": float(self.gamma.get_value()),

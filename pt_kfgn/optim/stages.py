@@ -39,6 +39,7 @@ STATUS = {
     3: "the quadratic model predicts no decrease (α* not finite or M̂(α*δ) − M̂(0) ≥ 0)",
     4: "the loss after the step is not finite",
     5: "the loss rose on the batch (ρ < 0)",
+    6: "the last step raised the loss on this (fresh) batch beyond the rollback factor; it is rolled back",
 }
 
 
@@ -128,15 +129,19 @@ def choose_damping(candidates, gammas):
     return deltas, QuadraticModel(*pick), pt.stack(gammas)[best], best
 
 
-def step_status(f0, model: QuadraticModel, f_new=None, reject_increase: bool = False):
+def step_status(f0, model: QuadraticModel, f_new=None, reject_increase: bool = False, spike=None):
     """Stage 6: 0 when the step may be applied, else the first failed check's code in :data:`STATUS`.
 
     With the trial loss ``f_new`` and ``reject_increase``, a step with ``f_new > f0`` (ρ < 0, eq. 42) is not
     applied (code 5) [ours, as Martens 2010's backtracking keeps no step that raises the objective].
+    ``spike`` (a boolean scalar) says that the *previous* step raised this batch's loss beyond the rollback
+    factor (code 6; the caller restores the parameters from before it) [ours].
     """
     status = 0
     if f_new is not None:
         status = pt.switch(~pt.isfinite(f_new), 4, pt.switch(f_new > f0, 5, 0) if reject_increase else 0)
     status = pt.switch(~(pt.isfinite(model.alpha) & (model.model_change < 0)), 3, status)
     status = pt.switch(~pt.isfinite(model.delta_sq), 2, status)
+    if spike is not None:
+        status = pt.switch(spike, 6, status)
     return pt.cast(pt.switch(~pt.isfinite(f0), 1, status), "int8")
