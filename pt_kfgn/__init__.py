@@ -27,6 +27,7 @@ from pt_kfgn.optim import (
     HessianFree,
     StalledError,
     adam,
+    kfgn_updates,
     make_optimizer,
     momentum,
     nesterov,
@@ -55,12 +56,23 @@ __all__ = [
     "classifier",
     "data",
     "get_loss",
+    "kfgn_updates",
     "kronecker_factors",
     "layer_chain",
     "make_optimizer",
     "mlp",
     "momentum",
     "nesterov",
+    "plotting",
     "sgd",
     "train",
 ]
+
+
+def __getattr__(name):
+    """``pk.plotting`` on first use (it imports matplotlib, the optional ``plot`` extra)."""
+    if name == "plotting":
+        import importlib
+
+        return importlib.import_module("pt_kfgn.plotting")
+    raise AttributeError(f"module 'pt_kfgn' has no attribute {name!r}")

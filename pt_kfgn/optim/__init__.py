@@ -20,6 +20,7 @@ from pt_kfgn.optim.first_order import RULES as FIRST_ORDER
 from pt_kfgn.optim.first_order import FirstOrder, adam, halving_schedule, momentum, nesterov, sgd
 from pt_kfgn.optim.hessian_free import HessianFree
 from pt_kfgn.optim.kfgn import KFGN, StalledError
+from pt_kfgn.optim.symbolic import kfgn_updates
 
 SECOND_ORDER = ("kflr", "kfra", "kfac")
 METHODS = SECOND_ORDER + ("hf",) + FIRST_ORDER
@@ -41,4 +42,4 @@ def make_optimizer(method: str, net, loss, *, seed: int = 0, backend=None, lr=No
 
 
 __all__ = ["FIRST_ORDER", "KFGN", "METHODS", "SECOND_ORDER", "FirstOrder", "GNOperator", "HessianFree", "StalledError", "adam",
-           "conjugate_gradient", "halving_schedule", "make_optimizer", "momentum", "nesterov", "sgd"]
+           "conjugate_gradient", "halving_schedule", "kfgn_updates", "make_optimizer", "momentum", "nesterov", "sgd"]

@@ -1,0 +1,60 @@
+"""``pk.kfgn_updates``: the KFGN step as update expressions in a user's own ``pytensor.function``."""
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from conftest import make_batch
+from reference import numpy_kfgn_step
+
+import pt_kfgn as pk
+
+
+def _flat(net):
+    return np.concatenate([np.vstack([W, b[None]]).ravel() for W, b in net.get_params()])
+
+
+@pytest.mark.parametrize(("method", "mode"), [("kflr", "FAST_COMPILE"), ("kflr", "JAX"), ("kfra", None),
+                                              ("kfra", "JAX")])
+def test_the_symbolic_step_equals_an_independent_numpy_step(mode, method):
+    """Δθ = α*δ of the user's compiled function equals the numpy reference (explicit recursions, dense GN
+    for α*), in PyTensor's stock modes (``None``: the default, Numba).
+
+    Caught: G replaced by I and Q replaced by I (sabotage G=I, Q=I)."""
+    if mode == "JAX":
+        pytest.importorskip("jax")
+    net = pk.mlp([4, 5, 3, 3], ["tanh", "sigmoid", "identity"], seed=7, dtype="float64")
+    X, Y = make_batch("bce", 9, 4, 3, seed=3)
+    eta, lam, gamma = 1e-3, 0.4, 0.05
+    ref = numpy_kfgn_step(net, "bce", X, Y, method, lam, gamma, eta)
+    y = pt.matrix("y", dtype="float64")
+    lam_v = pytensor.shared(np.float64(lam), name="lam")  # a shared λ, as a user adapting it would hold it
+    updates, info = pk.kfgn_updates(net.output, y, "bce", method, lam=lam_v, gamma=gamma, eta=eta)
+    step = pytensor.function([net.X, y], [info["status"], info["alpha"]], updates=updates, mode=mode)
+    theta0 = _flat(net)
+    status, alpha = step(X, Y)
+    assert int(status) == 0 and np.isfinite(alpha)
+    np.testing.assert_allclose(_flat(net) - theta0, ref, rtol=1e-7, atol=1e-12)
+
+
+def test_a_step_whose_status_is_not_zero_leaves_the_parameters_unchanged():
+    """Caught: the updates written without the status switch (θ became NaN)."""
+    net = pk.mlp([3, 4, 2], ["tanh", "identity"], seed=0, dtype="float64")
+    y = pt.matrix("y", dtype="float64")
+    updates, info = pk.kfgn_updates(net.output, y, "mse", "kfra", lam=1.0)
+    step = pytensor.function([net.X, y], info["status"], updates=updates, mode="FAST_COMPILE")
+    before = _flat(net)
+    assert int(step(np.ones((4, 3)), np.full((4, 2), np.nan))) == 1
+    np.testing.assert_array_equal(_flat(net), before)
+
+
+def test_bad_arguments_are_named():
+    net = pk.mlp([3, 4, 2], ["tanh", "identity"], seed=0, dtype="float64")
+    y = pt.matrix("y", dtype="float64")
+    with pytest.raises(ValueError, match="noise"):
+        pk.kfgn_updates(net.output, y, "mse", "kfac", lam=1.0)
+    with pytest.raises(ValueError, match="method"):
+        pk.kfgn_updates(net.output, y, "mse", "newton", lam=1.0)
+    with pytest.raises(ValueError, match="lam"):
+        pk.kfgn_updates(net.output, y, "mse", "kfra", lam=np.ones(2))
+    with pytest.raises(ValueError, match="targets"):
+        pk.kfgn_updates(net.output, pt.vector("y", dtype="float64"), "mse", "kfra", lam=1.0)
