@@ -179,6 +179,8 @@ def jax_precision(variables) -> None:
     import pytensor.link.jax.dispatch  # noqa: F401  (sets x64 from floatX on first import)
     from pytensor.graph.basic import Constant
     from pytensor.graph.traversal import ancestors
+    import numpy as np
+    import pytensor.tensor as pt
 
     roots = [v for v in ancestors(variables) if v.owner is None and not isinstance(v, Constant)]
     if not jax.config.jax_enable_x64 and any(getattr(v, "dtype", None) == "float64" for v in roots):
@@ -315,13 +317,15 @@ def compiled_text(fn, *args) -> str:
 
 
 def compile_function(inputs, outputs, updates=None, backend: str | None = None, mesh=None, batch_inputs: int = 2,
-                     batch_outputs=(), products: str = "eigen", **kwargs):
+                     batch_outputs=(), products: str = "eigen", static_shapes=None, **kwargs):
     """``pytensor.function`` in the chosen backend's mode.
 
     With a device ``mesh`` (:func:`check_devices`; JAX only), the first ``batch_inputs`` inputs — the
     mini-batch ``X``, ``Y`` (and KFAC's noise) — are split over the devices and everything else is replicated
     (:mod:`pt_kfgn.sharding`); the outputs at the indices ``batch_outputs`` stay split. ``products``: how XLA on
-    CPU runs the products (:data:`_XLA_CPU_OPTIONS`; other backends ignore it).
+    CPU runs the products (:data:`_XLA_CPU_OPTIONS`; other backends ignore it).  The graph is given the static
+    shapes of its shared variables and those in ``static_shapes`` (``{variable: shape}``, ``None`` for a length
+    left free), :func:`static_shared_shapes`.
     """
     name = check_backend(backend)
     mode = BACKENDS[name]
@@ -351,5 +355,39 @@ def compile_function(inputs, outputs, updates=None, backend: str | None = None, 
         mode = pytensor.compile.get_mode(mode).including(FAST_BINARY_TAG)
     if name == "c":
         link_c_blas()
+    outputs, updates = static_shared_shapes(outputs, updates, static_shapes)
     return pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore",
                              allow_input_downcast=True, **kwargs)
+
+
+def static_shared_shapes(outputs, updates=None, known=None):
+    """``outputs`` and ``updates`` with every shared variable whose type leaves a length unknown seen through
+    ``specify_shape(v, v.get_value().shape)``, and each variable of ``known`` through ``specify_shape(v, shape)``.
+
+    A user's own ``pytensor.shared(W)`` has no static shape, so sizes such as a factor's ``d + 1`` are symbolic,
+    and JAX cannot trace ``arange``/``eye`` over them ("JAX requires the arguments of jax.numpy.arange to be
+    constants").  The shared variable itself stays the function's state (its updates are still keyed on it);
+    only the graph learns its shape, as a constant.  A value of another shape assigned later is refused by the
+    compiled ``SpecifyShape`` check instead of being silently mis-traced.
+    """
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.replace import clone_replace
+    from pytensor.graph.traversal import ancestors
+    import numpy as np
+    import pytensor.tensor as pt
+
+    single = not isinstance(outputs, (list, tuple))
+    outs = [outputs] if single else list(outputs)
+    pairs = list(updates.items() if isinstance(updates, dict) else (updates or []))
+    roots = [v for v in ancestors([*outs, *(u for _, u in pairs)])
+             if isinstance(v, SharedVariable) and getattr(v.type, "ndim", 0) and None in v.type.shape]
+    replace = {v: pt.specify_shape(v, np.shape(v.get_value(borrow=True))) for v in roots}
+    replace.update({v: pt.specify_shape(v, shape) for v, shape in (known or {}).items()
+                    if any(a is None and b is not None for a, b in zip(v.type.shape, shape))})
+    if not replace:
+        return outputs, updates
+    new = clone_replace([*outs, *(u for _, u in pairs)], replace=replace)
+    new_outs, new_vals = new[:len(outs)], new[len(outs):]
+    new_updates = type(updates)(zip([k for k, _ in pairs], new_vals)) if isinstance(updates, dict) else \
+        list(zip([k for k, _ in pairs], new_vals))
+    return (new_outs[0] if single else new_outs), (new_updates if updates is not None else None)

@@ -45,7 +45,8 @@ class Alignment:
                     for i, (Q, G) in enumerate(pairs):
                         D = -solve(Q, G, layer_matrix(grads[2 * i], grads[2 * i + 1]), eps)
                         outs.append(D.ravel())
-            self._fn = compile_function([net.X, y, self._noise, eps], outs, backend=backend)
+            self._fn = compile_function([net.X, y, self._noise, eps], outs, backend=backend,
+                                        static_shapes={net.X: (None, net.sizes[0])})
         self.n_layers = len(chain.layers)
 
     def compare(self, X, Y, gamma: float, lam: float) -> dict:

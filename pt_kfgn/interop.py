@@ -34,15 +34,17 @@ def _build(net, loss, what, seed):
     """Compile the factors (``what`` in METHODS) or exact blocks ("hessian", "gn") of ``net``."""
     chain = layer_chain(net.output)
     y = pt.matrix("Y", dtype=net.dtype)
+    shapes = {net.X: (None, net.sizes[0])}
     if what == "kfac":  # the noise of the samples is an input, drawn from a Generator kept with the function
         noise, rng = noise_input(net.dtype), new_rng(seed)
-        fn = compile_function([net.X, y, noise], [m for pair in _factors(chain, loss, y, what, noise) for m in pair])
+        fn = compile_function([net.X, y, noise], [m for pair in _factors(chain, loss, y, what, noise) for m in pair],
+                              static_shapes=shapes)
         return lambda X, Y: fn(X, Y, loss.draw_noise(rng, len(X), net.sizes[-1], net.dtype))
     if what in METHODS:
         outs = [m for pair in _factors(chain, loss, y, what) for m in pair]
     else:
         outs = exact_blocks(chain, loss, y, what)
-    return compile_function([net.X, y], outs)
+    return compile_function([net.X, y], outs, static_shapes=shapes)
 
 
 def _prepare(net, loss, X, Y, what=None):

@@ -201,6 +201,32 @@ def build_net(dim_in: int, dim_out: int, widths, hidden: str = "tanh", seed: int
     return classifier(dim_in, dim_out, hidden, seed=seed, dtype=dtype, widths=widths)
 
 
+def _check_dtype(output, X) -> None:
+    """Refuse a graph whose output is not in its input's dtype, naming the first node that changes it.
+
+    The usual cause is a Python float in a float32 graph (``0.1 * h``, ``(x - 0.5) / 0.3``): PyTensor keeps such a
+    constant in float64 when float32 cannot hold it exactly, and the product is float64.
+    """
+    if output.dtype == X.dtype:
+        return
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors, io_toposort
+
+    for node in io_toposort([X], [output]):
+        narrow = [i for i in node.inputs if getattr(i, "dtype", None) == X.dtype and i.owner is not None or i is X]
+        wide = [o for o in node.outputs if str(getattr(o, "dtype", "")).startswith("float") and o.dtype != X.dtype]
+        if not (narrow and wide):
+            continue
+        consts = [c for i in node.inputs if getattr(i, "dtype", X.dtype) != X.dtype
+                  for c in ancestors([i]) if isinstance(c, Constant)]
+        hint = f" (the constant {float(np.asarray(consts[0].data).ravel()[0])!r} is {consts[0].dtype})" if consts else ""
+        raise TypeError(
+            f"the graph's output is {output.dtype} but its input X is {X.dtype}: {node.op} makes "
+            f"{wide[0].dtype}{hint}; write constants in the input's dtype (np.{X.dtype}(0.3)) or set "
+            f"pytensor.config.floatX = {X.dtype!r} before building the graph")
+    raise TypeError(f"the graph's output is {output.dtype} but its input X is {X.dtype}")
+
+
 class GraphNet:
     """Wrap a user's own forward graph ``output = h_L(X)`` so the optimisers can use it like an :class:`MLP`.
 
@@ -210,6 +236,7 @@ class GraphNet:
     def __init__(self, output, X):
         from pt_kfgn.graph.chain import layer_chain
 
+        _check_dtype(output, X)
         chain = layer_chain(output)
         if chain.input is not X:
             raise ValueError(f"the graph's input is {chain.input}, not {X}")

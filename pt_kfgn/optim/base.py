@@ -67,7 +67,12 @@ class Optimizer:
         """Compile a step function: the backend's mode, on the optimiser's devices (the first ``batch_inputs``
         inputs hold one row per datapoint and are split over the devices)."""
         return compile_function(inputs, outputs, updates=updates, backend=self.backend, mesh=self.mesh,
-                                batch_inputs=batch_inputs)
+                                batch_inputs=batch_inputs, static_shapes=self.static_shapes())
+
+    def static_shapes(self) -> dict:
+        """The batch's known lengths, for a user's graph whose input was declared without them (JAX needs
+        static sizes)."""
+        return {self.net.X: (None, self.net.sizes[0]), self.y: (None, self.net.sizes[-1])}
 
     def batch_loss(self):
         """Ē on the symbolic batch (mean over datapoints of the per-datapoint loss)."""
@@ -77,7 +82,8 @@ class Optimizer:
         """Mean loss over a data set, in chunks (one compiled function, reused)."""
         if self._eval_fn is None:
             with floatx(self.net.dtype):
-                self._eval_fn = compile_function([self.net.X, self.y], self.batch_loss(), backend=self.backend)
+                self._eval_fn = compile_function([self.net.X, self.y], self.batch_loss(), backend=self.backend,
+                                                 static_shapes=self.static_shapes())
         X, Y = self.check(X, Y)
         total = 0.0
         for i in range(0, len(X), chunk):

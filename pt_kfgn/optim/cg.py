@@ -156,7 +156,8 @@ class GNOperator:
 
     def _compile(self, inputs, outputs, **kwargs):
         # XLA's own choice of product kernels on CPU: this step 5 % faster than with Eigen's (pt_kfgn.backend)
-        return compile_function(inputs, outputs, backend=self.backend, mesh=self.mesh, products="xla", **kwargs)
+        return compile_function(inputs, outputs, backend=self.backend, mesh=self.mesh, products="xla",
+                                static_shapes={self.net.X: (None, self.net.sizes[0])}, **kwargs)
 
     def _build(self):
         X, y = self.net.X, self.y
