@@ -179,8 +179,6 @@ def jax_precision(variables) -> None:
     import pytensor.link.jax.dispatch  # noqa: F401  (sets x64 from floatX on first import)
     from pytensor.graph.basic import Constant
     from pytensor.graph.traversal import ancestors
-    import numpy as np
-    import pytensor.tensor as pt
 
     roots = [v for v in ancestors(variables) if v.owner is None and not isinstance(v, Constant)]
     if not jax.config.jax_enable_x64 and any(getattr(v, "dtype", None) == "float64" for v in roots):
@@ -370,11 +368,11 @@ def static_shared_shapes(outputs, updates=None, known=None):
     only the graph learns its shape, as a constant.  A value of another shape assigned later is refused by the
     compiled ``SpecifyShape`` check instead of being silently mis-traced.
     """
+    import numpy as np
+    import pytensor.tensor as pt
     from pytensor.compile.sharedvalue import SharedVariable
     from pytensor.graph.replace import clone_replace
     from pytensor.graph.traversal import ancestors
-    import numpy as np
-    import pytensor.tensor as pt
 
     single = not isinstance(outputs, (list, tuple))
     outs = [outputs] if single else list(outputs)
