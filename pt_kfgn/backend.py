@@ -365,8 +365,8 @@ def static_shared_shapes(outputs, updates=None, known=None):
     A user's own ``pytensor.shared(W)`` has no static shape, so sizes such as a factor's ``d + 1`` are symbolic,
     and JAX cannot trace ``arange``/``eye`` over them ("JAX requires the arguments of jax.numpy.arange to be
     constants").  The shared variable itself stays the function's state (its updates are still keyed on it);
-    only the graph learns its shape, as a constant.  A value of another shape assigned later is refused by the
-    compiled ``SpecifyShape`` check instead of being silently mis-traced.
+    only the graph learns its shape, as a constant, so a value of another shape assigned later needs the
+    function compiled anew.
     """
     import numpy as np
     import pytensor.tensor as pt
