@@ -99,9 +99,10 @@ class Optimizer:
         Y[:, 0] = 1.0
         return X, Y
 
-    def compile(self, warm: bool = True, progress=None, example=None):
+    def compile(self, warm: bool = True, progress=None, example=None, background: bool = False):
         """Compile (and with ``warm``, JIT by one step) now rather than at the first step; every piece of state
-        is restored afterwards.
+        is restored afterwards.  ``background``: see :meth:`pt_kfgn.optim.kfgn.KFGN.compile` (one function here:
+        nothing to defer).
 
         Parameters
         ----------

@@ -25,6 +25,8 @@ stops with :class:`StalledError`, naming the cause.
 from __future__ import annotations
 
 import math
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -41,6 +43,21 @@ from pt_kfgn.optim.base import Optimizer, regularised_objective
 
 KFGN_METHODS = ("kflr", "kfra", "kfac", "blockdiag-exact")
 assert set(KFGN_METHODS) - {"blockdiag-exact"} <= set(METHODS)
+
+
+def _jit_warm(fn, args) -> None:
+    """JIT-compile a PyTensor JAX function by calling its jitted core on the explicit ``args`` and the current
+    values of its shared inputs: JAX functions are pure, so nothing is updated (the thunk, not the jitted
+    function, writes the outputs back).  Without a jitted core (another linker), nothing happens."""
+    jit_fn = getattr(fn.vm, "jit_fn", None)
+    if jit_fn is None:
+        return
+    cells = fn.vm.inputs
+    explicit = [np.asarray(a, dtype=i.variable.type.dtype) for a, i in zip(args, fn.maker.inputs)]
+    values = explicit + [c[0] for c in cells[len(explicit):]]
+    import jax
+
+    jax.block_until_ready(jit_fn(*values))
 
 
 class StalledError(RuntimeError):
@@ -185,6 +202,9 @@ class KFGN(Optimizer):
         self._inverse_gamma = math.nan  # γ the cached inverses hold (NaN: no cache yet)
         self.consecutive_rejections = 0
         self._fns = {}
+        self._pending = {}  # step kinds being compiled in the background: threading.Event per kind
+        self._compile_lock = threading.RLock()
+        self.background_compile_seconds = {}  # kind description -> seconds (compile(background=True))
 
     # -- symbolic construction -------------------------------------------------------------------
     def _current_factors(self, y, refresh: bool, k_ema):
@@ -283,20 +303,36 @@ class KFGN(Optimizer):
         return X, Y, noise, k, zeta_t
 
     def _fn(self, kind: tuple):
+        pending = self._pending.get(kind)
+        if pending is not None:  # being compiled in the background: wait for it
+            pending.wait()
         if kind not in self._fns:
-            with floatx(self.net.dtype):
-                self._fns[kind] = self._build(kind)
+            with self._compile_lock, floatx(self.net.dtype):
+                if kind not in self._fns:
+                    self._fns[kind] = self._build(kind)
         return self._fns[kind]
 
-    def compile(self, warm: bool = True, progress=None, example=None):
+    def compile(self, warm: bool = True, progress=None, example=None, background: bool = False):
         """Compile every step kind now (otherwise each on first use); see :meth:`Optimizer.compile`.
 
         With ``warm``, each kind runs once on ``example`` (default a dummy two-point batch) and every shared
         variable (parameters, damping, caches, RNG) is restored afterwards.
+
+        With ``background`` (JAX, one device), only the kind of the first step is compiled now; the others
+        (the ``T₁`` trial-loss kind, the ``T₂`` γ-search kind, ...) are built and JIT-compiled by a background
+        thread while the first steps run, by calling their jitted functions on copies of the inputs (no state
+        changes) [ours].  A step that needs a kind still compiling waits for it.
         """
-        state = self.state_dict() if warm else None
         X, Y = self.check(*example) if example is not None else self.dummy_batch()
         kinds = schedule.all_kinds(self)
+        if background and self.backend == "jax" and self.mesh is None and warm:
+            self.t += 1  # the kind of the next step
+            first = schedule.next_kind(self)
+            self.t -= 1
+            rest = [k for k in kinds if k != first and k not in self._fns]
+            rest.sort(key=lambda k: (k[2], not k[3], not k[0]))  # in the order steps need them: the T₁ kinds first
+            kinds = [first]
+        state = self.state_dict() if warm else None
         for i, kind in enumerate(kinds):
             if progress is not None:
                 progress(f"compiling step kind {i + 1}/{len(kinds)} {schedule.describe(kind)}")
@@ -304,9 +340,41 @@ class KFGN(Optimizer):
             if warm:
                 fn(*self._inputs(kind, X, Y, 0.0, 0.0))
                 self._contiguous_state()
+        later = {}
+        if len(kinds) == 1 and background and warm and rest:
+            self.evaluate(X[:1], Y[:1])  # the evaluation function too, before the thread starts
+            zero = np.asarray(0.0, self.net.dtype)
+            later = {k: self._inputs(k, X, Y, zero, zero) for k in rest}  # KFAC's draws: before the restore
         if warm:
             self.load_state_dict(state)
+        if later:
+            self._compile_in_background(later)
         return self
+
+    def _compile_in_background(self, inputs: dict) -> None:
+        """Build and JIT-compile the kinds ``inputs`` maps to example arguments, one after the other."""
+        kinds = list(inputs)
+        events = {k: threading.Event() for k in kinds}
+        self._pending.update(events)
+
+        def work():
+            for kind in kinds:
+                t = time.perf_counter()
+                try:
+                    with self._compile_lock, floatx(self.net.dtype):
+                        if kind not in self._fns:
+                            fn = self._build(kind)
+                            _jit_warm(fn, inputs[kind])
+                            self._fns[kind] = fn
+                    self.background_compile_seconds[schedule.describe(kind)] = time.perf_counter() - t
+                except Exception as err:  # noqa: BLE001 - the step compiles it again on first use and raises there
+                    warnings.warn(f"background compilation of {schedule.describe(kind)} failed ({err!r}); it is "
+                                  "compiled when a step needs it", RuntimeWarning, stacklevel=1)
+                finally:
+                    events[kind].set()
+                    self._pending.pop(kind, None)
+
+        threading.Thread(target=work, name="pt_kfgn-compile", daemon=True).start()
 
     # -- one iteration ---------------------------------------------------------------------------
     def step(self, X, Y) -> dict:
