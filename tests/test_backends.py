@@ -337,3 +337,13 @@ def test_background_compilation_changes_nothing_but_the_wait(method):
     for (Wa, ba), (Wb, bb) in zip(*runs):
         np.testing.assert_array_equal(Wa, Wb)
         np.testing.assert_array_equal(ba, bb)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs the jax extra")
+def test_kfac_on_jax_with_more_outputs_than_int8_holds():
+    """FACES has 625 outputs. Caught: KFAC's damped factors failed to compile under JAX with "Python integer
+    625 out of bounds for int8" (the diagonal's ``arange`` started from an int8 constant)."""
+    d = 625
+    net = pt_kfgn.mlp([d, 8, d], ["tanh", "identity"], dtype="float32")
+    X = np.random.default_rng(0).random((16, d)).astype("float32")
+    assert KFGN(net, "mse", "kfac", backend="jax").step(X, X)["accepted"]

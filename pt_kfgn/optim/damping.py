@@ -30,7 +30,9 @@ def trace_norm_pi(Q, G):
 
 def add_to_diagonal(M, c):
     """``M + c I`` by an indexed increment of the diagonal (no dense identity is built or multiplied)."""
-    idx = pt.arange(M.shape[0])
+    # int64 bounds: PyTensor's int8 constant 0 as the start overflowed in JAX's ``arange`` when the stop was a
+    # concrete 625 ("Python integer 625 out of bounds for int8": FACES with KFAC)
+    idx = pt.arange(pt.constant(0, dtype="int64"), M.shape[0], pt.constant(1, dtype="int64"))
     return pt.inc_subtensor(M[idx, idx], c)
 
 
