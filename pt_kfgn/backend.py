@@ -51,19 +51,6 @@ def floatx(dtype: str):
     return pytensor.config.change_flags(floatX=dtype)
 
 
-def check_devices(devices, backend: str):
-    """Validate ``devices`` (None: one device) for a backend: several devices need ``backend="jax"``.
-
-    Returns the device mesh (:func:`pt_kfgn.sharding.device_mesh`) or None."""
-    if devices is None:
-        return None
-    if backend != "jax":
-        raise ValueError(f"devices={devices!r} needs backend='jax' (got backend={backend!r})")
-    from pt_kfgn.sharding import device_mesh
-
-    return device_mesh(devices)
-
-
 # [ours] FAST_COMPILE evaluates an Elemwise by NumPy's ufunc only when its arity is the ufunc's; a product or sum
 # of three or more tensors (common in gradients) falls back to a Python call per element (``np.prod`` of each
 # scalar tuple). The "fast" mode splits them into binary ufunc calls (same arithmetic up to the order of the
@@ -314,25 +301,18 @@ def compiled_text(fn, *args) -> str:
     return jitted.lower(*(jax_typify(v) for v in values)).compile().as_text()
 
 
-def compile_function(inputs, outputs, updates=None, backend: str | None = None, mesh=None, batch_inputs: int = 2,
-                     batch_outputs=(), products: str = "eigen", static_shapes=None, **kwargs):
+def compile_function(inputs, outputs, updates=None, backend: str | None = None, products: str = "eigen",
+                     static_shapes=None, mode=None, **kwargs):
     """``pytensor.function`` in the chosen backend's mode.
 
-    With a device ``mesh`` (:func:`check_devices`; JAX only), the first ``batch_inputs`` inputs — the
-    mini-batch ``X``, ``Y`` (and KFAC's noise) — are split over the devices and everything else is replicated
-    (:mod:`pt_kfgn.sharding`); the outputs at the indices ``batch_outputs`` stay split. ``products``: how XLA on
-    CPU runs the products (:data:`_XLA_CPU_OPTIONS`; other backends ignore it).  The graph is given the static
-    shapes of its shared variables and those in ``static_shapes`` (``{variable: shape}``, ``None`` for a length
-    left free), :func:`static_shared_shapes`.
+    ``products``: how XLA on CPU runs the products (:data:`_XLA_CPU_OPTIONS`; other backends ignore it).  The
+    graph is given the static shapes of its shared variables and those in ``static_shapes`` (``{variable:
+    shape}``, ``None`` for a length left free), :func:`static_shared_shapes`.  ``mode``: a JAX mode to use
+    instead of the backend's (:func:`pt_kfgn.sharding.compile_on` passes its sharded one).
     """
     name = check_backend(backend)
-    mode = BACKENDS[name]
-    if mesh is not None:
-        from pt_kfgn.sharding import sharded_mode
-
-        mode = sharded_mode(mesh, n_batch_inputs=batch_inputs, batch_outputs=tuple(batch_outputs), products=products)
-    elif name == "jax":
-        mode = jax_mode(products)
+    if mode is None:
+        mode = jax_mode(products) if name == "jax" else BACKENDS[name]
     if name == "jax":  # both JAX modes
         _register_reduce_in_output_dtype()
         mode = pytensor.compile.get_mode(mode).including(JAX_REDUCE_TAG)
@@ -379,7 +359,9 @@ def static_shared_shapes(outputs, updates=None, known=None):
     pairs = list(updates.items() if isinstance(updates, dict) else (updates or []))
     roots = [v for v in ancestors([*outs, *(u for _, u in pairs)])
              if isinstance(v, SharedVariable) and getattr(v.type, "ndim", 0) and None in v.type.shape]
-    replace = {v: pt.specify_shape(v, np.shape(v.get_value(borrow=True))) for v in roots}
+    # a length of 1 stays free: a static 1 would make the axis broadcastable and the updates' type incompatible
+    replace = {v: pt.specify_shape(v, tuple(None if n == 1 else n for n in np.shape(v.get_value(borrow=True))))
+               for v in roots}
     replace.update({v: pt.specify_shape(v, shape) for v, shape in (known or {}).items()
                     if any(a is None and b is not None for a, b in zip(v.type.shape, shape))})
     if not replace:

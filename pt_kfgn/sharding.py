@@ -22,7 +22,31 @@ from __future__ import annotations
 
 import numpy as np
 
+from pt_kfgn.backend import compile_function, one_blas_thread_on_cpu, xla_compiler_options
+
 AXIS = "batch"
+
+
+def check_devices(devices, backend: str):
+    """Validate ``devices`` (None: one device) for a backend: several devices need ``backend="jax"``.
+
+    Returns the device mesh (:func:`device_mesh`) or None."""
+    if devices is None:
+        return None
+    if backend != "jax":
+        raise ValueError(f"devices={devices!r} needs backend='jax' (got backend={backend!r})")
+    return device_mesh(devices)
+
+
+def compile_on(mesh, inputs, outputs, updates=None, backend=None, batch_inputs: int = 2, batch_outputs=(),
+               products: str = "eigen", **kwargs):
+    """:func:`pt_kfgn.backend.compile_function` on one device (``mesh`` None) or data-parallel over ``mesh``:
+    the first ``batch_inputs`` inputs — the mini-batch ``X``, ``Y`` (and KFAC's noise) — split over the
+    devices, everything else replicated; the outputs at the indices ``batch_outputs`` stay split."""
+    mode = None if mesh is None else sharded_mode(mesh, n_batch_inputs=batch_inputs,
+                                                  batch_outputs=tuple(batch_outputs), products=products)
+    return compile_function(inputs, outputs, updates=updates, backend=backend, products=products, mode=mode,
+                            **kwargs)
 
 
 def device_mesh(devices):
@@ -69,8 +93,6 @@ def sharded_mode(mesh, n_batch_inputs: int, batch_outputs=(), products: str = "e
     Hessian-free's Gauss-Newton products reuse): they stay split over the devices, never gathered."""
     from pytensor.compile.mode import JAX, Mode
     from pytensor.link.jax.linker import JAXLinker
-
-    from pt_kfgn.backend import one_blas_thread_on_cpu, xla_compiler_options
 
     class ShardedJAXLinker(JAXLinker):
         """JAXLinker whose jit splits the first ``n_batch_inputs`` inputs (and the ``batch_outputs``) along axis 0

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
-from pt_kfgn.backend import check_backend, check_devices, compile_function, floatx
+from pt_kfgn.backend import check_backend, compile_function, floatx
 from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.layers import check_data
 from pt_kfgn.graph.losses import get_loss
+from pt_kfgn.sharding import check_devices, compile_on
 
 
 def regularised_objective(loss, chain, y, eta: float):
@@ -66,8 +67,8 @@ class Optimizer:
     def compile_step(self, inputs, outputs, updates=None, batch_inputs: int = 2):
         """Compile a step function: the backend's mode, on the optimiser's devices (the first ``batch_inputs``
         inputs hold one row per datapoint and are split over the devices)."""
-        return compile_function(inputs, outputs, updates=updates, backend=self.backend, mesh=self.mesh,
-                                batch_inputs=batch_inputs, static_shapes=self.static_shapes())
+        return compile_on(self.mesh, inputs, outputs, updates=updates, backend=self.backend,
+                          batch_inputs=batch_inputs, static_shapes=self.static_shapes())
 
     def static_shapes(self) -> dict:
         """The batch's known lengths, for a user's graph whose input was declared without them (JAX needs

@@ -14,7 +14,7 @@ import numpy as np
 import pytensor.tensor as pt
 from pytensor.graph.replace import graph_replace
 
-from pt_kfgn.backend import compile_function, floatx
+from pt_kfgn.backend import floatx
 from pt_kfgn.curvature.factors import augmented_input, per_sample_grads
 from pt_kfgn.curvature.products import gn_vector_product
 from pt_kfgn.curvature.recursions import batch_size
@@ -22,6 +22,7 @@ from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.layers import check_data
 from pt_kfgn.graph.losses import get_loss
 from pt_kfgn.optim.base import regularised_objective
+from pt_kfgn.sharding import compile_on
 
 
 def conjugate_gradient(matvec, b, x0, max_iters: int = 250, min_iters: int = 1, tol: float = 5e-4,
@@ -156,8 +157,8 @@ class GNOperator:
 
     def _compile(self, inputs, outputs, **kwargs):
         # XLA's own choice of product kernels on CPU: this step 5 % faster than with Eigen's (pt_kfgn.backend)
-        return compile_function(inputs, outputs, backend=self.backend, mesh=self.mesh, products="xla",
-                                static_shapes={self.net.X: (None, self.net.sizes[0])}, **kwargs)
+        return compile_on(self.mesh, inputs, outputs, backend=self.backend, products="xla",
+                          static_shapes={self.net.X: (None, self.net.sizes[0])}, **kwargs)
 
     def _build(self):
         X, y = self.net.X, self.y
