@@ -48,7 +48,7 @@ elif name == "no-retries":
     kfgn.KFGN.__init__ = init
 elif name == "cache-bypass":
     from pt_kfgn.optim import schedule
-    schedule.next_kind = lambda self: (True, True, 1, self.trial_every == 1 or self.t % self.T1 == 0)
+    schedule.next_kind = lambda self: schedule.StepKind(True, True, 1, self.trial_every == 1 or self.t % self.T1 == 0)
 elif name == "cache-zero":
     # never write the caches: refresh steps skip the cache update
     src_build = kfgn.KFGN._build

@@ -202,6 +202,7 @@ class KFGN(Optimizer):
         self._inverse_gamma = math.nan  # γ the cached inverses hold (NaN: no cache yet)
         self.consecutive_rejections = 0
         self._fns = {}
+        self._out_names = {}  # kind -> the names of its compiled function's outputs, in order
         self._pending = {}  # step kinds being compiled in the background: threading.Event per kind
         self._compile_lock = threading.RLock()
         self.background_compile_seconds = {}  # kind description -> seconds (compile(background=True))
@@ -281,10 +282,15 @@ class KFGN(Optimizer):
         pis = stages.trace_norm_pis(factors) if self.method != "blockdiag-exact" else []
         nan = pt.constant(np.nan, dtype=fx)
         pi_min, pi_max = (pt.min(pt.stack(pis)), pt.max(pt.stack(pis))) if pis else (nan, nan)
-        outs = [Ebar, f0, f_new if trial else nan, model.alpha, model.model_change, rho, status, new_gamma,
-                pi_min, pi_max]
-        outs += [rollback] if rollback is not None else []
-        outs += [E_prev] if spike is not None else []
+        named = {"loss": Ebar, "objective": f0, "new_objective": f_new if trial else nan, "alpha": model.alpha,
+                 "model_change": model.model_change, "rho": rho, "status": status, "gamma": new_gamma,
+                 "pi_min": pi_min, "pi_max": pi_max}
+        if rollback is not None:
+            named["rollback"] = rollback
+        if spike is not None:
+            named["loss_before"] = E_prev
+        self._out_names[kind] = tuple(named)
+        outs = list(named.values())
         batch = [X, y] if self._noise is None else [X, y, self._noise]
         return self.compile_step([*batch, k_ema, zeta_t], outs, updates=updates, batch_inputs=len(batch))
 
@@ -293,7 +299,7 @@ class KFGN(Optimizer):
         factors (fresh samples per try); the kinds that reuse cached factors get zeros and draw nothing."""
         if self.noise_rng is None:
             return X, Y, k, zeta_t
-        if kind[0]:
+        if kind.refresh_factors:
             noise = self.loss.draw_noise(self.noise_rng, len(X), self.net.sizes[-1], self.net.dtype)
         else:
             shape = (len(X), self.loss.noise_columns(self.net.sizes[-1]))
@@ -330,7 +336,7 @@ class KFGN(Optimizer):
             first = schedule.next_kind(self)
             self.t -= 1
             rest = [k for k in kinds if k != first and k not in self._fns]
-            rest.sort(key=lambda k: (k[2], not k[3], not k[0]))  # in the order steps need them: the T₁ kinds first
+            rest.sort(key=lambda k: (k.n_gamma, not k.trial, not k.refresh_factors))  # the order steps need them
             kinds = [first]
         state = self.state_dict() if warm else None
         for i, kind in enumerate(kinds):
@@ -388,17 +394,18 @@ class KFGN(Optimizer):
         for attempt in range(self.retries + 1):
             kind = schedule.next_kind(self)
             k = rules.ema_weight(self._refreshes + 1, self.ema)
-            out = self._fn(kind)(*self._inputs(kind, X, Y, k, zeta_t))
+            fn = self._fn(kind)
+            o = dict(zip(self._out_names[kind], fn(*self._inputs(kind, X, Y, k, zeta_t)), strict=True))
             self._contiguous_state()
-            Ebar, f0, f_new, alpha, dM, rho, status, _gamma, pi_min, pi_max = out[:10]
-            rolled_back = rolled_back or (len(out) > 10 and bool(out[10]))
-            loss_before = float(out[11]) if len(out) > 11 and not rolled_back else math.nan
-            status = int(status)
+            this_rollback = bool(o.get("rollback", False))
+            rolled_back = rolled_back or this_rollback
+            loss_before = float(o["loss_before"]) if "loss_before" in o and not rolled_back else math.nan
+            status = int(o["status"])
             if status == 0:
-                self._after_accepted(kind, float(rho))
+                self._after_accepted(kind, float(o["rho"]))
                 break
             self._raise_damping()
-            if status == 1 and not (len(out) > 10 and bool(out[10])):
+            if status == 1 and not this_rollback:
                 break  # the loss at θ itself is not finite and there is nothing to roll back to
         accepted = status == 0
         if accepted:
@@ -411,12 +418,13 @@ class KFGN(Optimizer):
                     f"{self.name}: step {self.t} rejected ({self.consecutive_rejections} in a row, "
                     f"{attempt + 1} tries on the batch): {stages.STATUS[status]}; λ = "
                     f"{float(self.lam.get_value()):.3g}, γ = {float(self.gamma.get_value()):.3g}")
-        return {"loss": float(Ebar), "loss_before": loss_before, "objective": float(f0), "new_objective": float(f_new),
-                "alpha": float(alpha), "model_change": float(dM), "rho": float(rho), "accepted": accepted,
+        return {"loss": float(o["loss"]), "loss_before": loss_before, "objective": float(o["objective"]),
+                "new_objective": float(o["new_objective"]), "alpha": float(o["alpha"]),
+                "model_change": float(o["model_change"]), "rho": float(o["rho"]), "accepted": accepted,
                 "status": stages.STATUS[status], "retries": attempt, "rolled_back": rolled_back,
                 "lambda": float(self.lam.get_value()), "gamma": float(self.gamma.get_value()),
-                "epsilon": float(self.gamma.get_value()) + self.eta, "pi_min": float(pi_min),
-                "pi_max": float(pi_max), "rejected": self.rejected}
+                "epsilon": float(self.gamma.get_value()) + self.eta, "pi_min": float(o["pi_min"]),
+                "pi_max": float(o["pi_max"]), "rejected": self.rejected}
 
     def _after_accepted(self, kind, rho: float) -> None:
         refresh_f, refresh_i, n_gamma, trial = kind

@@ -8,6 +8,17 @@ steps that update λ (eq. 42) and searches three γ on the ``T₂`` steps (eq. 4
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+
+class StepKind(NamedTuple):
+    """What one compiled step function runs (a tuple, so kinds sort, hash and compare as before)."""
+
+    refresh_factors: bool  # compute fresh Kronecker factors (else the cached ones)
+    refresh_inverse: bool  # factorise the damped factors anew (else the cached inverses)
+    n_gamma: int  # 1, or 3 on the γ-search steps (eq. 43)
+    trial: bool  # evaluate the trial loss f(θ + α*δ) for ρ (eq. 42)
+
 
 def next_kind(opt) -> tuple:
     """The kind of step ``opt.t``: fresh factors every ``curvature_every``-th step (and while none are cached),
@@ -16,22 +27,22 @@ def next_kind(opt) -> tuple:
     t = opt.t
     refresh_f = opt.curvature_every == 1 or t % opt.curvature_every == 0 or opt._refreshes == 0
     if opt.gamma_search and t % opt.T2 == 0:
-        return (refresh_f, True, 3, True)
+        return StepKind(refresh_f, True, 3, True)
     refresh_i = (opt.inverse_every == 1 or refresh_f or t % opt.inverse_every == 0
                  or float(opt.gamma.get_value()) != opt._inverse_gamma)
-    return (refresh_f, refresh_i, 1, opt.trial_every == 1 or t % opt.T1 == 0)
+    return StepKind(refresh_f, refresh_i, 1, opt.trial_every == 1 or t % opt.T1 == 0)
 
 
 def all_kinds(opt) -> list[tuple]:
     """Every kind the configuration of ``opt`` can use (what ``KFGN.compile`` compiles)."""
     trial_always, ce = opt.trial_every == 1, opt.curvature_every
-    kinds = {(True, True, 1, trial_always), (True, True, 1, True)}
+    kinds = {StepKind(True, True, 1, trial_always), StepKind(True, True, 1, True)}
     if opt.gamma_search:
-        kinds.add((opt.T2 % ce == 0, True, 3, True))
+        kinds.add(StepKind(opt.T2 % ce == 0, True, 3, True))
     if ce > 1:
-        kinds |= {(False, True, 1, trial_always), (False, True, 1, True)}
+        kinds |= {StepKind(False, True, 1, trial_always), StepKind(False, True, 1, True)}
     if opt.inverse_every > 1:
-        kinds |= {(False, False, 1, trial_always), (False, False, 1, True)}
+        kinds |= {StepKind(False, False, 1, trial_always), StepKind(False, False, 1, True)}
     return sorted(kinds, reverse=True)
 
 
