@@ -172,3 +172,12 @@ def test_a_parameter_inside_a_transfer_function_is_named():
         layer_chain(pt.switch(h > 0, h, slope * h) @ W2 + b2)
     with pytest.raises(UnsupportedGraphError, match="supported: a chain of dense layers"):
         layer_chain(pt.tanh(h).cumsum(axis=1) @ W2 + b2)
+
+
+@pytest.mark.parametrize("squash", [pt.special.softmax, pt.sigmoid])
+def test_an_output_nonlinearity_says_pass_the_logits(squash):
+    """Caught before: "the output is not a dense layer … op Softmax" without saying what to do."""
+    net = pt_kfgn.mlp([4, 3, 2], ["tanh", "identity"], seed=0)
+    h = squash(net.output, axis=-1) if squash is pt.special.softmax else squash(net.output)
+    with pytest.raises(UnsupportedGraphError, match="pass the logits"):
+        layer_chain(h)

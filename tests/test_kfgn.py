@@ -133,11 +133,12 @@ def test_a_step_that_multiplies_the_next_batch_loss_is_rolled_back_and_retried()
     step is retried from there with raised λ; its logged loss is the loss at θ₀.  A rise below the factor and
     ``rollback_factor=None`` keep the step.
 
-    Caught: the spike condition removed (sabotage ``no-spike-rollback``): step 2 starts from the moved θ."""
+    Caught: the spike condition removed (sabotage ``no-spike-rollback``): step 2 starts from the moved θ; ε
+    raised on a rollback as on a rejection (γ changed)."""
     _opt, _theta1, loss0, s1, s2 = _spiked(2.0, 8.0)
     assert s2["rolled_back"] and s2["accepted"] and s2["retries"] == 1
     assert s2["loss"] == pytest.approx(loss0, rel=1e-6)
-    assert s2["lambda"] > s1["lambda"]
+    assert s2["lambda"] > s1["lambda"] and s2["gamma"] == s1["gamma"]  # λ raised; ε left to the γ search
     _opt, _theta1, loss0, _s1, s2 = _spiked(None, 8.0)
     assert not s2["rolled_back"] and s2["loss"] > 4 * loss0
     _opt, _theta1, loss0, _s1, s2 = _spiked(2.0, 1.01)

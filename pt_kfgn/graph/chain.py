@@ -141,6 +141,12 @@ def layer_chain(output) -> LayerChain:
     layers, h, a_out = [], output, None
     while True:
         match = _match_dense(h)
+        if match is None and not layers and h.owner is not None and h.owner.inputs \
+                and _match_dense(h.owner.inputs[0]) is not None:
+            raise UnsupportedGraphError(
+                f"the output is not a dense layer but {_describe(h)} of one: h_L must be the last pre-activation. "
+                f"Pass the logits (the layer `dot(a, W) + b` itself); the loss applies the output nonlinearity "
+                f"('bce': sigmoid, 'softmax_ce': softmax), or write yours into a pk.CustomLoss")
         if match is None:
             raise UnsupportedGraphError(f"the output is not a dense layer `dot(a, W) + b`: {_describe(h)}; "
                                         f"{SUPPORTED}")

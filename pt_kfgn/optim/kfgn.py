@@ -404,7 +404,7 @@ class KFGN(Optimizer):
             if status == 0:
                 self._after_accepted(kind, float(o["rho"]))
                 break
-            self._raise_damping()
+            self._raise_damping(lam_only=status == 6)
             if status == 1 and not this_rollback:
                 break  # the loss at θ itself is not finite and there is nothing to roll back to
         accepted = status == 0
@@ -435,12 +435,17 @@ class KFGN(Optimizer):
             lam = rules.update_lambda(float(self.lam.get_value()), rho, self.omega1)
             self.lam.set_value(np.asarray(rules.clip(lam, self.lambda_bounds), self.net.dtype))
 
-    def _raise_damping(self) -> None:
-        """After a rejection: λ/ω₁ and ε/ω₂, within their bounds (the cached inverses are then stale)."""
+    def _raise_damping(self, lam_only: bool = False) -> None:
+        """After a rejection: λ/ω₁ and ε/ω₂, within their bounds (the cached inverses are then stale).
+
+        ``lam_only`` (a rollback): λ alone, the LM rule's verdict on a step too long for the next batch; the
+        direction's damping is left to the γ search [ours: raising ε too on each of a mixture run's 30-90
+        rollbacks drove ε to 10³-10⁴ and stalled KFRA, docs/algorithm.md]."""
         lam, gamma = rules.raised_damping(float(self.lam.get_value()), float(self.gamma.get_value()), self.eta,
                                           self.omega1, self.omega2, self.min_damping)
         self.lam.set_value(np.asarray(lam, self.net.dtype))
-        self.gamma.set_value(np.asarray(gamma, self.net.dtype))
+        if not lam_only:
+            self.gamma.set_value(np.asarray(gamma, self.net.dtype))
 
     # -- state -----------------------------------------------------------------------------------
     def state_variables(self) -> list:
