@@ -179,5 +179,5 @@ def test_an_output_nonlinearity_says_pass_the_logits(squash):
     """Caught before: "the output is not a dense layer … op Softmax" without saying what to do."""
     net = pt_kfgn.mlp([4, 3, 2], ["tanh", "identity"], seed=0)
     h = squash(net.output, axis=-1) if squash is pt.special.softmax else squash(net.output)
-    with pytest.raises(UnsupportedGraphError, match="pass the logits"):
+    with pytest.raises(UnsupportedGraphError, match="Pass the logits"):
         layer_chain(h)
