@@ -15,6 +15,7 @@ Layers of the package, each depending only on those before it: ``graph`` (networ
 """
 
 from pt_kfgn import data
+from pt_kfgn.compare import compare
 from pt_kfgn.graph.chain import LayerChain, UnsupportedGraphError, layer_chain
 from pt_kfgn.graph.custom_loss import CustomLoss
 from pt_kfgn.graph.layers import MLP, GraphNet, autoencoder, classifier, mlp
@@ -54,6 +55,7 @@ __all__ = [
     "block_gauss_newton",
     "block_hessian",
     "classifier",
+    "compare",
     "data",
     "get_loss",
     "kfgn_updates",

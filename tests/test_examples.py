@@ -21,8 +21,9 @@ def test_every_example_is_tested():
 
 def test_autoencoder_kfra_vs_adam(tmp_path):
     res = _load("autoencoder_kfra_vs_adam").main(steps=4, n_train=64, widths=(16, 4), batch_size=32,
-                                                 out=tmp_path / "p.png")
+                                                 out=tmp_path / "cmp")
     assert set(res) == {"kfra", "adam"}
+    assert (tmp_path / "cmp" / "table.md").exists() and (tmp_path / "cmp" / "kfra" / "log.csv").exists()
 
 
 def test_own_graph_and_loss():

@@ -220,3 +220,22 @@ def test_a_short_cli_run_on_jax_prints_no_warning(tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Warning" not in r.stderr + r.stdout, r.stderr[-2000:]
+
+
+def test_compare_trains_each_method_from_the_same_start_and_tabulates(tmp_path):
+    """Caught (while writing it): the second method started from the first one's trained parameters."""
+    import pt_kfgn as pk
+
+    net = pk.mlp([6, 4, 6], ["tanh", "identity"], seed=0)
+    X = np.random.default_rng(0).random((40, 6))
+    start = net.get_params()
+    res = pk.compare(net, "bce", X, X, methods={"kfra": 3, "adam": 6}, batch_size=20, out_dir=tmp_path)
+    first = {m: rows[0]["batch_loss"] for m, rows in res["logs"].items()}
+    assert first["kfra"] == first["adam"]  # the same parameters on the same first batch
+    assert [r["updates"] for r in res["rows"]] == [3, 6]
+    assert all(r["at_common_updates"] is not None for r in res["rows"])
+    assert "| kfra | 3 |" in res["table"] and (tmp_path / "table.md").read_text().startswith("| method")
+    for (W0, b0), (W1, b1) in zip(start, net.get_params()):  # restored
+        np.testing.assert_array_equal(W0, W1)
+    with pytest.raises(ValueError, match="not compared"):
+        pk.compare(net, "bce", X, X, methods=["kfra"], options={"adam": {}})
