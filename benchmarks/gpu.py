@@ -1,7 +1,7 @@
 """The GPU benchmark (issue 28): the MNIST autoencoder's steps on one accelerator with the JAX backend.
 
 Per batch size (1000 and 4000), in one process: every method is compiled first (``first_step_s``: from the start of
-its compilation to the end of its first step; at the second batch size only XLA retraces), then timed interleaved (:func:`experiments.benchmarks.time_methods`:
+its compilation to the end of its first step; at the second batch size only XLA retraces), then timed interleaved (:func:`benchmarks.steps.time_methods`:
 a KFGN method a whole T₂ cycle per round), beside a float32 product of JAX on the same device
 (``device_gemm_tflops``).  kfac-jax's KFAC step is timed on the same device when it is installed.  One JSON.
 
@@ -45,7 +45,7 @@ class DeviceGemm:
 def run(batches, widths, dim: int, reps: int, rounds: int, kfac_jax: bool) -> dict:
     import jax
 
-    from experiments.benchmarks import CYCLE, flops, kfac_jax_peer, prepare_method, time_methods
+    from benchmarks.steps import CYCLE, flops, kfac_jax_peer, prepare_method, time_methods
 
     dev = jax.devices()[0]
     report = {"date": str(date.today()), "device": f"{dev.platform}: {dev.device_kind}", "jax": jax.__version__,
@@ -75,7 +75,7 @@ def run(batches, widths, dim: int, reps: int, rounds: int, kfac_jax: bool) -> di
                 else:
                     prepared[m] = prepare_method(m, "jax", "float32", X, Y, widths, classifier=m == "kflr")
                 res[m] = {"first_step_s": time.perf_counter() - t}
-            except Exception as err:  # noqa: BLE001 - a method that fails is reported, the others go on
+            except Exception as err:
                 prepared.pop(m, None)
                 res[m] = {"error": f"{type(err).__name__}: {err}"[:400]}
             print(f"batch {batch} {m}: prepared {res[m]}", flush=True)

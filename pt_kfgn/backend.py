@@ -128,7 +128,7 @@ def one_blas_thread_on_cpu(jitted, fgraph):
     calls (the layers' factorisations) concurrently on its own threads; with OpenBLAS's threads on top the two
     pools fight over the cores. On the MNIST autoencoder (float32, 2-core CPU) the KFRA step's damped solves
     took 226 ms with two OpenBLAS threads and 97 ms with one (the whole step 387 → 267 ms;
-    ``experiments/profile_step.py``). The limit (threadpoolctl, ≈ 10 µs) holds while the call runs, which
+    ``benchmarks/profile_step.py``). The limit (threadpoolctl, ≈ 10 µs) holds while the call runs, which
     waits for its results, and is lifted afterwards, so Numba or NumPy work in the same process keeps its
     threads. Graphs without LAPACK calls (e.g. an Adam step), other platforms, or a missing threadpoolctl:
     ``jitted`` unchanged.

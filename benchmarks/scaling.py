@@ -10,8 +10,8 @@ at the link's bandwidth plus ``2 (P−1)`` latencies; bytes = the gradient plus 
 (``Q`` for every layer, ``E[f'f'ᵀ]`` for KFRA, the sampled ``G`` for KFAC), float32.  With amortised
 curvature (every k steps) the factor all-reduce and the replicated factorisations are paid every k steps.
 
-    python -m experiments.scaling --out results/scaling.json            # the model
-    python -m experiments.scaling --simulate 4 --out results/scaling.json   # and simulated devices (JAX, CPU)
+    python -m benchmarks.scaling --out results/scaling.json            # the model
+    python -m benchmarks.scaling --simulate 4 --out results/scaling.json   # and simulated devices (JAX, CPU)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.benchmarks import flops, layer_dims, replicated_flops
+from benchmarks.steps import flops, layer_dims, replicated_flops
 
 # [assumed] one GPU's sustained float32 rate on these GEMMs, and the all-reduce links
 ASSUMPTIONS = {
@@ -99,7 +99,7 @@ def simulate(n_devices: int, reps: int = 5) -> dict:
     """KFRA and Adam step times on 1..n simulated CPU devices (run in a subprocess: XLA_FLAGS must be set
     before jax is imported)."""
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n_devices}", "JAX_PLATFORMS": "cpu"}
-    res = subprocess.run([sys.executable, "-m", "experiments.scaling", "--_worker", str(n_devices), "--reps", str(reps)],
+    res = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--_worker", str(n_devices), "--reps", str(reps)],
                          env=env, capture_output=True, text=True, check=False)
     line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
     if res.returncode or not line:

@@ -7,7 +7,7 @@ first-compile time of each step; peak RSS; the FLOP count of each step (from the
 GFLOP/s against numpy's 1000 × 1000 product, timed interleaved with the steps.  The key figures are ratios.
 Peers (BackPACK, kfac-jax) are timed when installed; they are never dependencies.
 
-    python -m experiments.benchmarks --quick --json results/bench.json
+    python -m benchmarks.steps --quick --json results/bench.json
 """
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ def kfac_jax_peer(X, timeout: int = 900) -> dict | str:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "x.npy")
         np.save(path, X)
-        code = ("import json; from experiments.benchmarks import kfac_jax_times; "
+        code = ("import json; from benchmarks.steps import kfac_jax_times; "
                 f"print('RESULT ' + json.dumps(kfac_jax_times({path!r})))")
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                              check=False, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

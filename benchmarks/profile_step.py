@@ -12,7 +12,7 @@ timed in the same process, and the difference between consecutive stages is that
 6. the full compiled step (adds the guarded in-place update, and the trial loss at θ + α*δ on T₁ steps),
    beside an Adam step on the same batch.
 
-    python -m experiments.profile_step --json results/profile_step.json
+    python -m benchmarks.profile_step --json results/profile_step.json
 
 ``--trace`` (JAX only) adds a second view that needs no ablation: the compiled step is run under JAX's profiler and
 XLA's own op events are sorted into kinds — matrix products, LAPACK's triangular solves and Cholesky
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytensor.tensor as pt
 
-from experiments.benchmarks import AE, flops
+from benchmarks.steps import AE, flops
 from pt_kfgn.backend import compile_function, floatx
 from pt_kfgn.graph.layers import build_net
 from pt_kfgn.optim import make_optimizer, stages
