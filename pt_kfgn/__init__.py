@@ -16,11 +16,11 @@ Layers of the package, each depending only on those before it: ``graph`` (networ
 
 from pt_kfgn import data
 from pt_kfgn.compare import compare
+from pt_kfgn.curvature.on_arrays import block_gauss_newton, block_hessian, kronecker_factors
 from pt_kfgn.graph.chain import LayerChain, UnsupportedGraphError, layer_chain
 from pt_kfgn.graph.custom_loss import CustomLoss
 from pt_kfgn.graph.layers import MLP, GraphNet, autoencoder, classifier, mlp
 from pt_kfgn.graph.losses import LOSSES, Loss, get_loss
-from pt_kfgn.interop import block_gauss_newton, block_hessian, kronecker_factors
 from pt_kfgn.optim import (
     KFGN,
     METHODS,

@@ -17,7 +17,8 @@ from pt_kfgn.graph.chain import LayerChain
 from pt_kfgn.graph.gram import gram
 from pt_kfgn.graph.losses import Loss
 
-METHODS = ("kflr", "kfra", "kfac", "exact")
+KRONECKER = ("kflr", "kfra", "kfac")  # the Kronecker-factored curvatures: the one list the optimisers use
+METHODS = (*KRONECKER, "exact")  # and the exact block factors (tests, diagnostics)
 MEMORY_LIMIT = 4 * 2 ** 30  # bytes; [ours] override with $PT_KFGN_MEMORY_LIMIT (bytes)
 
 

@@ -15,6 +15,7 @@ sgd, ...      first-order baselines with a halving learning rate       :mod:`pt_
 
 from __future__ import annotations
 
+from pt_kfgn.curvature.factors import KRONECKER
 from pt_kfgn.optim.cg import GNOperator, conjugate_gradient
 from pt_kfgn.optim.first_order import RULES as FIRST_ORDER
 from pt_kfgn.optim.first_order import FirstOrder, adam, halving_schedule, momentum, nesterov, sgd
@@ -22,7 +23,7 @@ from pt_kfgn.optim.hessian_free import HessianFree
 from pt_kfgn.optim.kfgn import KFGN, StalledError
 from pt_kfgn.optim.symbolic import kfgn_updates
 
-SECOND_ORDER = ("kflr", "kfra", "kfac")
+SECOND_ORDER = KRONECKER
 METHODS = SECOND_ORDER + ("hf",) + FIRST_ORDER
 
 

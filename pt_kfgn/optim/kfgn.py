@@ -35,14 +35,13 @@ import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
 
 from pt_kfgn.backend import floatx
-from pt_kfgn.curvature.factors import METHODS, check_memory
+from pt_kfgn.curvature.factors import KRONECKER, check_memory
 from pt_kfgn.graph.losses import new_rng, noise_input
 from pt_kfgn.optim import adaptation as rules
 from pt_kfgn.optim import schedule, stages
 from pt_kfgn.optim.base import Optimizer, regularised_objective
 
-KFGN_METHODS = ("kflr", "kfra", "kfac", "blockdiag-exact")
-assert set(KFGN_METHODS) - {"blockdiag-exact"} <= set(METHODS)
+KFGN_METHODS = (*KRONECKER, "blockdiag-exact")
 
 
 def _jit_warm(fn, args) -> None:

@@ -16,6 +16,7 @@ from collections import OrderedDict
 
 import pytensor.tensor as pt
 
+from pt_kfgn.curvature.factors import KRONECKER
 from pt_kfgn.graph import gram
 from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.losses import get_loss
@@ -69,8 +70,8 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
     The Kronecker factors' ``Gram`` op is registered with PyTensor's Numba and JAX dispatchers, so the
     updates compile in the stock modes as well as through :func:`pt_kfgn.backend.compile_function`.
     """
-    if method not in ("kflr", "kfra", "kfac"):
-        raise ValueError(f"method must be one of ['kflr', 'kfra', 'kfac'], got {method!r}")
+    if method not in KRONECKER:
+        raise ValueError(f"method must be one of {list(KRONECKER)}, got {method!r}")
     loss = get_loss(loss)
     chain = layer_chain(output)
     targets = pt.as_tensor_variable(targets)

@@ -1,4 +1,4 @@
-"""A small numpy-in, numpy-out API to compare pt_kfgn with other libraries and with brute force.
+"""Curvature on numpy arrays: a numpy-in, numpy-out API to compare pt_kfgn with other libraries and brute force.
 
 >>> net = mlp([6, 5, 4, 3], ["sigmoid", "tanh", "identity"])
 >>> factors = kronecker_factors(net, "mse", X, Y, "kfra")   # [(Q, G), ...] per layer
