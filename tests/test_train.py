@@ -223,7 +223,7 @@ def test_a_short_cli_run_on_jax_prints_no_warning(tmp_path):
 
 
 def test_compare_trains_each_method_from_the_same_start_and_tabulates(tmp_path):
-    """Caught (while writing it): the second method started from the first one's trained parameters."""
+    """Caught: with the reset before each method removed, Adam started from KFRA's trained parameters."""
     import pt_kfgn as pk
 
     net = pk.mlp([6, 4, 6], ["tanh", "identity"], seed=0)
