@@ -163,3 +163,28 @@ def numpy_kfgn_step(net, loss_name, X, Y, method, lam, gamma, eta):
     _, _, full, _, _ = brute_gn(net, loss_name, X, Y)
     alpha = -(d @ grad) / (d @ (full + (lam + eta) * np.eye(len(d))) @ d)
     return alpha * d
+
+
+def flat_params(net):
+    """The net's parameters as one vector, layer-major ``vstack([W, b]).ravel()``."""
+    return np.concatenate([np.vstack([W, b[None]]).ravel() for W, b in net.get_params()])
+
+
+def flat_pairs(arrs):
+    """``[W1, b1, W2, b2, ...]`` as one vector in the same layout as :func:`flat_params`."""
+    return np.concatenate([np.vstack([arrs[i], arrs[i + 1][None]]).ravel() for i in range(0, len(arrs), 2)])
+
+
+def grad_fn(net, loss, eta=0.0):
+    """A compiled ``(X, Y) -> [f, ∇f...]`` with ``f = Ē + ½η‖θ‖²``, built independently of the optimisers."""
+    from pt_kfgn.backend import compile_function
+
+    y = pt.matrix("Y")
+    f = get_loss(loss).mean(net.output, y) + 0.5 * eta * sum(pt.sqr(p).sum() for p in net.flat_params)
+    return compile_function([net.X, y], [f, *pt.grad(f, net.flat_params)])
+
+
+def spd(r, n):
+    """A random symmetric positive definite ``n × n`` matrix."""
+    A = r.standard_normal((n, n + 2))
+    return A @ A.T / n

@@ -5,27 +5,12 @@ import numpy as np
 import pytensor.tensor as pt
 import pytest
 from conftest import make_batch
-from reference import brute_gn
+from reference import brute_gn, flat_pairs, flat_params, grad_fn
 
 import pt_kfgn
 from pt_kfgn.backend import compile_function
 from pt_kfgn.optim import adaptation as rules
 from pt_kfgn.optim.kfgn import KFGN
-
-
-def _flat(net):
-    return np.concatenate([np.vstack([W, b[None]]).ravel() for W, b in net.get_params()])
-
-
-def _grad_fn(net, loss, eta=0.0):
-    y = pt.matrix("Y")
-    L = pt_kfgn.get_loss(loss)
-    f = L.mean(net.output, y) + 0.5 * eta * sum(pt.sqr(p).sum() for p in net.flat_params)
-    return compile_function([net.X, y], [f, *pt.grad(f, net.flat_params)])
-
-
-def _flat_pairs(arrs):
-    return np.concatenate([np.vstack([arrs[i], arrs[i + 1][None]]).ravel() for i in range(0, len(arrs), 2)])
 
 
 # -- linear least squares: the KFLR step is Newton's step ----------------------------------------
@@ -57,13 +42,13 @@ def test_alpha_star_minimises_the_brute_force_quadratic_model():
     net = pt_kfgn.mlp([4, 5, 3], ["tanh", "identity"], seed=4)
     X, Y = make_batch("bce", 8, 4, 3)
     eta, lam = 1e-2, 0.5
-    theta0 = _flat(net)
-    _f0, *g = _grad_fn(net, "bce", eta)(X, Y)
-    grad = _flat_pairs(g)
+    theta0 = flat_params(net)
+    _f0, *g = grad_fn(net, "bce", eta)(X, Y)
+    grad = flat_pairs(g)
     _, _, G, _, _ = brute_gn(net, "bce", X, Y)
     opt = KFGN(net, "bce", "kfra", eta=eta, lam=lam, gamma=0.3, gamma_search=False)
     s = opt.step(X, Y)
-    step = _flat(net) - theta0
+    step = flat_params(net) - theta0
     delta = step / s["alpha"]
     C = G + (lam + eta) * np.eye(len(delta))
     alpha_ref = -(delta @ grad) / (delta @ C @ delta)
@@ -102,10 +87,10 @@ def test_compiled_gamma_search_picks_the_argmin_of_the_model():
     net = pt_kfgn.mlp([4, 5, 3], ["tanh", "identity"], seed=6)
     X, Y = make_batch("bce", 8, 4, 3)
     eta, lam, gamma, w2 = 1e-3, 0.2, 0.05, 0.5
-    _f0, *g = _grad_fn(net, "bce", eta)(X, Y)
+    _f0, *g = grad_fn(net, "bce", eta)(X, Y)
     factors = pt_kfgn.kronecker_factors(net, "bce", X, Y, "kfra")
     _, _, G, _, _ = brute_gn(net, "bce", X, Y)
-    grad = _flat_pairs(g)
+    grad = flat_pairs(g)
     Ms = []
     gms = (gamma, (gamma + eta) * w2 - eta, (gamma + eta) / w2 - eta)  # current first; the grid acts on ε = γ + η
     for gm in gms:

@@ -4,36 +4,16 @@
 import numpy as np
 import pytensor.tensor as pt
 import pytest
+from reference import spd
 
-import pt_kfgn
 from pt_kfgn.backend import compile_function
 from pt_kfgn.optim.damping import damped_inverses, exact_kron_solve, inverse_kron_apply, kron_solve
 
 
-def _flat(net):
-    return np.concatenate([np.vstack([W, b[None]]).ravel() for W, b in net.get_params()])
-
-
-def _grad_fn(net, loss, eta=0.0):
-    y = pt.matrix("Y")
-    L = pt_kfgn.get_loss(loss)
-    f = L.mean(net.output, y) + 0.5 * eta * sum(pt.sqr(p).sum() for p in net.flat_params)
-    return compile_function([net.X, y], [f, *pt.grad(f, net.flat_params)])
-
-
-def _flat_pairs(arrs):
-    return np.concatenate([np.vstack([arrs[i], arrs[i + 1][None]]).ravel() for i in range(0, len(arrs), 2)])
-
-
 # -- factored Tikhonov damping ------------------------------------------------------------------------
-def _spd(r, n):
-    A = r.standard_normal((n, n + 2))
-    return A @ A.T / n
-
-
 def test_factored_tikhonov_solve_equals_dense_kron_solve():
     r = np.random.default_rng(5)
-    Q, G, grad, eps = _spd(r, 4), _spd(r, 3), r.standard_normal((4, 3)), 0.37
+    Q, G, grad, eps = spd(r, 4), spd(r, 3), r.standard_normal((4, 3)), 0.37
     q, g, m, e = pt.matrix(), pt.matrix(), pt.matrix(), pt.scalar()
     f = compile_function([q, g, m, e], [kron_solve(q, g, m, e), exact_kron_solve(q, g, m, e)])
     ours, exact = f(Q, G, grad, eps)
@@ -55,7 +35,7 @@ def test_explicit_damped_inverses_match_the_cholesky_solve(backend):
         pytest.importorskip("jax")
     dtype, tol = "float64", 1e-10  # JAX too: a float64 graph switches its x64 mode on
     r = np.random.default_rng(6)
-    Q, G, grad, eps = _spd(r, 5), _spd(r, 3), r.standard_normal((5, 3)), 0.37
+    Q, G, grad, eps = spd(r, 5), spd(r, 3), r.standard_normal((5, 3)), 0.37
     # static shapes: JAX traces ``arange`` and ``eye`` only with constant sizes (the optimiser's caches have them)
     q, g, m = (pt.tensor(dtype=dtype, shape=sh) for sh in ((5, 5), (3, 3), (5, 3)))
     e = pt.scalar(dtype=dtype)

@@ -9,24 +9,8 @@ import pytest
 from conftest import make_batch
 
 import pt_kfgn
-from pt_kfgn.backend import compile_function
 from pt_kfgn.optim.first_order import FirstOrder, halving_schedule
 from pt_kfgn.optim.kfgn import KFGN
-
-
-def _flat(net):
-    return np.concatenate([np.vstack([W, b[None]]).ravel() for W, b in net.get_params()])
-
-
-def _grad_fn(net, loss, eta=0.0):
-    y = pt.matrix("Y")
-    L = pt_kfgn.get_loss(loss)
-    f = L.mean(net.output, y) + 0.5 * eta * sum(pt.sqr(p).sum() for p in net.flat_params)
-    return compile_function([net.X, y], [f, *pt.grad(f, net.flat_params)])
-
-
-def _flat_pairs(arrs):
-    return np.concatenate([np.vstack([arrs[i], arrs[i + 1][None]]).ravel() for i in range(0, len(arrs), 2)])
 
 
 # -- first-order baselines against numpy arithmetic -------------------------------------------------

@@ -2,41 +2,19 @@
 
 
 import numpy as np
-import pytensor.tensor as pt
 import pytest
 from conftest import make_batch
-from reference import brute_gn
+from reference import brute_gn, flat_pairs, grad_fn, spd
 
 import pt_kfgn
-from pt_kfgn.backend import compile_function
 from pt_kfgn.optim.cg import conjugate_gradient
 from pt_kfgn.optim.hessian_free import HessianFree
-
-
-def _flat(net):
-    return np.concatenate([np.vstack([W, b[None]]).ravel() for W, b in net.get_params()])
-
-
-def _grad_fn(net, loss, eta=0.0):
-    y = pt.matrix("Y")
-    L = pt_kfgn.get_loss(loss)
-    f = L.mean(net.output, y) + 0.5 * eta * sum(pt.sqr(p).sum() for p in net.flat_params)
-    return compile_function([net.X, y], [f, *pt.grad(f, net.flat_params)])
-
-
-def _flat_pairs(arrs):
-    return np.concatenate([np.vstack([arrs[i], arrs[i + 1][None]]).ravel() for i in range(0, len(arrs), 2)])
-
-
-def _spd(r, n):
-    A = r.standard_normal((n, n + 2))
-    return A @ A.T / n
 
 
 # -- Hessian-free ---------------------------------------------------------------------------------
 def test_conjugate_gradient_solves_spd_system():
     r = np.random.default_rng(2)
-    A = _spd(r, 12) + 0.1 * np.eye(12)
+    A = spd(r, 12) + 0.1 * np.eye(12)
     b = r.standard_normal(12)
     x, saved = conjugate_gradient(lambda v: A @ v, b, np.zeros(12), max_iters=200, tol=1e-14)
     np.testing.assert_allclose(x, np.linalg.solve(A, b), rtol=1e-6)
@@ -49,9 +27,9 @@ def test_hf_cg_equals_exact_damped_solve(block):
     X, Y = make_batch("softmax_ce", 8, 4, 3)
     hf = HessianFree(net, "softmax_ce", lam=0.5, eta=1e-3, block_diagonal=block)
     _, _, G, _, _ = brute_gn(net, "softmax_ce", X, Y)
-    _f0, *g = _grad_fn(net, "softmax_ce", 1e-3)(X, Y)
+    _f0, *g = grad_fn(net, "softmax_ce", 1e-3)(X, Y)
     # HF's own flat order is [W1.ravel(), b1, W2.ravel(), b2] = per-layer vstack([W, b]).ravel()
-    grad = _flat_pairs(g)
+    grad = flat_pairs(g)
     delta, _ = hf.operator.solve(X, Y, grad, 0.5 + 1e-3, np.zeros_like(grad), max_iters=200, block_diagonal=block)
     C = G + (0.5 + 1e-3) * np.eye(len(grad))
     if block:
