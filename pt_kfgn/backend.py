@@ -126,9 +126,8 @@ def one_blas_thread_on_cpu(jitted, fgraph):
 
     On CPU, XLA runs LAPACK (Cholesky, triangular solves) as calls into SciPy's OpenBLAS, and runs independent
     calls (the layers' factorisations) concurrently on its own threads; with OpenBLAS's threads on top the two
-    pools fight over the cores. On the MNIST autoencoder (float32, 2-core CPU) the KFRA step's damped solves
-    took 226 ms with two OpenBLAS threads and 97 ms with one (the whole step 387 → 267 ms;
-    ``benchmarks/profile_step.py``). The limit (threadpoolctl, ≈ 10 µs) holds while the call runs, which
+    pools fight over the cores: one OpenBLAS thread more than halves the KFRA step's damped solves on the 2-core
+    CPU (docs/performance.md; ``benchmarks/profile_step.py``). The limit (threadpoolctl, ≈ 10 µs) holds while the call runs, which
     waits for its results, and is lifted afterwards, so Numba or NumPy work in the same process keeps its
     threads. Graphs without LAPACK calls (e.g. an Adam step), other platforms, or a missing threadpoolctl:
     ``jitted`` unchanged.
@@ -176,9 +175,9 @@ def jax_compile_cache() -> None:
     """Give JAX a persistent compilation cache beside PyTensor's (``<compiledir>/jax``) unless one is set [ours].
 
     PyTensor caches what the Numba and C backends compile; for JAX it only rewrites the graph, and XLA compiled
-    every step function again in every process. With this cache a second process compiles the three KFRA step
-    kinds of the MNIST autoencoder in 11.8 s instead of 20.6 s (2-core CPU, measured); a fresh machine, or a
-    fresh ``PYTENSOR_FLAGS=base_compiledir=...``, still starts empty. A cache directory the user gave JAX
+    every step function again in every process. With this cache a second process compiles the step kinds in
+    about half the time (docs/performance.md); a fresh machine, or a fresh
+    ``PYTENSOR_FLAGS=base_compiledir=...``, still starts empty. A cache directory the user gave JAX
     (``jax_compilation_cache_dir`` or ``JAX_COMPILATION_CACHE_DIR``) is left as it is.
     """
     import jax
@@ -260,8 +259,8 @@ def link_c_blas() -> str:
     ``c`` extra (``pip install 'pt_kfgn[c]'``, the ``scipy-openblas32`` wheel that NumPy and SciPy build against).
 
     Without one, PyTensor's C products fall back on NumPy's C API and it warns that "operations that might
-    benefit from BLAS will be severely degraded": on the MNIST autoencoder (float32, 2-core CPU) the KFRA step took
-    619 ms with the fallback and 487 ms with this OpenBLAS linked, the Adam step 145 and 140 ms. The wheel's
+    benefit from BLAS will be severely degraded" (the KFRA step is about a fifth slower then; docs/backends.md).
+    The wheel's
     symbols carry a prefix (``scipy_sgemm_``), so every BLAS routine that PyTensor's C code declares is renamed to
     the library's by a macro in the flags. A ``blas__ldflags`` already in force (the user's ``PYTENSOR_FLAGS`` or
     ``.pytensorrc``, an assignment, or PyTensor's own search, which runs on the first read) is kept; without the

@@ -1,8 +1,8 @@
 """A vectorisable float32 ``tanh`` for the Numba backend [ours].
 
-Numba evaluates ``tanh`` one element at a time through the C library (≈ 15 ms per million float32
-elements on the 2-core CPU, against 0.35 ms for NumPy's SIMD loop), and the MNIST autoencoder applies it to
-3.5 million activations per forward pass: about half of an Adam step's time.  Here ``tanh`` on float32 is
+Numba evaluates ``tanh`` one element at a time through the C library, dozens of times slower than NumPy's SIMD
+loop, and the MNIST autoencoder applies it to 3.5 million activations per forward pass: about half of an Adam
+step's time (docs/performance.md).  Here ``tanh`` on float32 is
 replaced, in Numba-compiled graphs only, by a rational function that LLVM vectorises:
 
     tanh(x) ≈ x P(z) / Q(z),   z = min(x², 81) / 81,   deg P = 4, deg Q = 4,

@@ -7,8 +7,7 @@ The training set (20,000) is drawn first, then the test set (10,000), from one `
 stream.  Not the original ``digs3pts_1.mat``: label results "CURVES (regenerated)".
 
 [ours] Ink below float32's smallest normal number (≈ 1.2e-38) is set to exactly 0: about 5 % of the pixels
-would otherwise be float32 *subnormals*, on which x86 BLAS kernels run ~10× slower (measured: a 1000-image
-``XᵀX`` took 274 ms with them, 24 ms without). No statistic of the recipe changes at any printed precision.
+would otherwise be float32 *subnormals*, on which x86 BLAS kernels run about ten times slower. No statistic of the recipe changes at any printed precision.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ INITS = ("glorot", "sparse")
 
 def all_finite(A: np.ndarray) -> bool:
     """Whether every entry of ``A`` is finite: one pass for the sum (a NaN or inf makes it non-finite), and the
-    entry-wise test only when the sum is not finite (an overflow of finite entries) [ours: the per-step check of
-    a 1000 × 784 float32 batch took 1.8 ms, 3 % of an Adam step]."""
+    entry-wise test only when the sum is not finite (an overflow of finite entries) [ours: one pass keeps the
+    per-step check a small fraction of an Adam step]."""
     return bool(np.isfinite(A.sum())) or bool(np.all(np.isfinite(A)))
 
 

@@ -4,8 +4,8 @@ In the Lasagne layout a layer's gradient is the matrix ``∇ = vstack([∇W, ∇
 ``(d_in + 1, d_out)`` and ``(Q ⊗ G) vec(V) = vec(Q V G)`` for ``vec`` = C-order ravel; hence
 ``(Q_d ⊗ G_d)⁻¹ vec(∇) = vec(Q_d⁻¹ ∇ G_d⁻¹)``: two Cholesky solves, no explicit inverse, on the steps that
 factorise anyway (the paper's step).  Amortised inverses [ours] keep the explicit inverses ``Q_d⁻¹, G_d⁻¹``
-instead, so that the steps which reuse them apply them by two GEMMs: on the MNIST autoencoder (float32, 2-core
-CPU, Numba) 41 ms against 86 ms for the triangular solves, for 36 ms more on the step that computes them.
+instead, so that the steps which reuse them apply them by two GEMMs, cheaper than the triangular solves, at the
+price of one inversion on the step that computes them (measured: docs/performance.md).
 """
 
 from __future__ import annotations

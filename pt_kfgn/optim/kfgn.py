@@ -10,7 +10,7 @@ across steps) → damped Cholesky factors → direction ``δ = −Ĉ⁻¹∇f`` 
 * with ``curvature_every``/``inverse_every`` > 1 (amortised curvature [ours, as kfac-jax]) the steps in
   between reuse the factors / the damped inverses cached in shared variables (kept as explicit inverses, so
   that a reusing step applies them by GEMMs instead of triangular solves; a γ search solves its three
-  candidates by Cholesky and inverts only the chosen one: 696 → 616 ms on the MNIST autoencoder, JAX).
+  candidates by Cholesky and inverts only the chosen one; measured in docs/performance.md).
 
 **Guarantee.**  A step is applied only if the loss at θ, the direction, ``α*`` and the model change are
 finite and the model predicts a decrease (and, on ``T₁`` steps, the trial loss is finite).  A step that
