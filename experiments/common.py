@@ -24,6 +24,11 @@ def run(method: str, X, Y, loss: str, *, out: Path, steps: int, widths=PAPER_WID
 
     With ``resume``, a run continues from ``out``'s checkpoint up to ``steps`` (or is only summarised when
     it is already there); the summary is then read from the whole log."""
+    done = Path(out) / "summary.json"
+    if resume and done.exists() and (Path(out) / "log.csv").exists():
+        rows = read_log(Path(out) / "log.csv")
+        if rows and int(rows[-1]["step"]) >= steps:  # finished: nothing to compile or train
+            return json.loads(done.read_text())
     net = build_net(X.shape[1], Y.shape[1], widths, hidden, seed, dtype, autoencoder)
     opt = make_optimizer(method, net, loss, seed=seed, backend=backend, lr=lr, decay_period=decay_period,
                          **opt_kwargs)
