@@ -46,7 +46,7 @@ def main(config="quick", out="results/sensitivity", **over) -> dict:
             from pt_kfgn.plotting import plot_logs
         except ImportError:  # the optional plot extra
             continue
-        plot_logs(logs, out / name / "sensitivity.png", title=f"{label}: KFRA against λ₀ (γ₀ = λ₀)",
+        plot_logs(logs, out / name / "sensitivity.png", title=f"{name}: KFRA against λ₀ (γ₀ = λ₀)",
                   note="[ours] one seed; everything else at the defaults")
     (out / "sensitivity.json").write_text(json.dumps({"config": config, **res}, indent=2))
     return res
