@@ -16,8 +16,10 @@ import argparse
 import importlib.util
 import itertools
 import json
+import os
 import platform
 import resource
+import sys
 import time
 from datetime import date
 
@@ -161,6 +163,20 @@ def time_methods(prepared: dict, reps: int, rounds: int = 3) -> dict:
                   "compile_s": p["compile_s"], "flops": p["flops"], "peak_rss_mb": peak_rss_mb(),
                   "sizes": p["sizes"], "steps_timed": len(ts)}
     return out
+
+
+def first_step_cold() -> float:
+    """Seconds from process start to the end of the quick start's first KFRA step, empty caches, in a fresh
+    process (:mod:`benchmarks.first_step`)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={cache}"}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        out = subprocess.run([sys.executable, "-m", "benchmarks.first_step", "background"], env=env,
+                             capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["first_step_cold_s"]
 
 
 def cold_compile(backend: str, dtype: str = "float32") -> dict:
@@ -413,6 +429,7 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
             print(f"compile {be}: {report[f'compile_{be}']}", flush=True)
         report["compile_cold_s"] = report[f"compile_{backends[0]}"]["compile_cold_s"]
         report["compile_warm_s"] = report[f"compile_{backends[0]}"]["compile_warm_s"]
+        report["first_step_cold_s"] = first_step_cold()
     if not quick:
         try:
             report["peers"] = peers(X, reps)
