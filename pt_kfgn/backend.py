@@ -127,9 +127,9 @@ def one_blas_thread_on_cpu(jitted, fgraph):
     On CPU, XLA runs LAPACK (Cholesky, triangular solves) as calls into SciPy's OpenBLAS, and runs independent
     calls (the layers' factorisations) concurrently on its own threads; with OpenBLAS's threads on top the two
     pools fight over the cores: one OpenBLAS thread more than halves the KFRA step's damped solves on the 2-core
-    CPU (docs/performance.md; ``benchmarks/profile_step.py``). The limit (threadpoolctl, ≈ 10 µs) holds while the call runs, which
-    waits for its results, and is lifted afterwards, so Numba or NumPy work in the same process keeps its
-    threads. Graphs without LAPACK calls (e.g. an Adam step), other platforms, or a missing threadpoolctl:
+    CPU (docs/performance.md; ``benchmarks/profile_step.py``). The limit (threadpoolctl, ≈ 10 µs) holds while
+    the call runs, which waits for its results, and is lifted afterwards, so Numba or NumPy work in the same
+    process keeps its threads. Graphs without LAPACK calls (e.g. an Adam step), other platforms, or a missing threadpoolctl:
     ``jitted`` unchanged.
     """
     import jax
@@ -260,8 +260,7 @@ def link_c_blas() -> str:
 
     Without one, PyTensor's C products fall back on NumPy's C API and it warns that "operations that might
     benefit from BLAS will be severely degraded" (the KFRA step is about a fifth slower then; docs/backends.md).
-    The wheel's
-    symbols carry a prefix (``scipy_sgemm_``), so every BLAS routine that PyTensor's C code declares is renamed to
+    The wheel's symbols carry a prefix (``scipy_sgemm_``), so every BLAS routine that PyTensor's C code declares is renamed to
     the library's by a macro in the flags. A ``blas__ldflags`` already in force (the user's ``PYTENSOR_FLAGS`` or
     ``.pytensorrc``, an assignment, or PyTensor's own search, which runs on the first read) is kept; without the
     extra, PyTensor searches the system and warns if it finds none. Returns the flags in force.

@@ -63,7 +63,7 @@ def cmd_train(args) -> int:
     t0 = time.perf_counter()  # compiled before the clock starts: the log's wall time counts training only
     n = min(args.batch_size, len(X))
     opt.compile(progress=lambda msg: print(msg, flush=True), example=(X[:n], Y[:n]), background=True)
-    pending = len(getattr(opt, "_pending", ()))
+    pending = getattr(opt, "compiling", 0)
     print(f"compiled in {time.perf_counter() - t0:.1f} s" +
           (f"; {pending} rarer step kind(s) compile in the background while the first steps run" if pending else ""),
           flush=True)

@@ -7,7 +7,8 @@ Numba's ``np.dot`` calls ``gemm``.
 
 Per backend: Numba calls SciPy's BLAS ``?syrk`` (the BLAS its ``np.dot`` uses) and mirrors the computed
 triangle, faster than ``np.dot(A.T, A)`` (calling NumPy's ``A.T @ A``, also ``syrk``, from object mode was
-slower: a second OpenBLAS thread pool then competes for the cores; docs/performance.md); the C backend and FAST_COMPILE use :meth:`Gram.perform` (NumPy); JAX gets
+slower: a second OpenBLAS thread pool then competes for the cores; docs/performance.md); the C backend and
+FAST_COMPILE use :meth:`Gram.perform` (NumPy); JAX gets
 ``A.T @ A`` for XLA with its lower triangle mirrored (XLA's float64 GEMM is not bit-symmetric).
 """
 

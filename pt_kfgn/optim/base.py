@@ -79,16 +79,21 @@ class Optimizer:
         """Ē on the symbolic batch (mean over datapoints of the per-datapoint loss)."""
         return regularised_objective(self.loss, self.chain, self.y, 0.0)[0]
 
-    def evaluate(self, X, Y, chunk: int = 5000) -> float:
-        """Mean loss over a data set, in chunks (one compiled function, reused)."""
+    def evaluation_function(self):
+        """The compiled ``(X, Y) -> Ē`` that :meth:`evaluate` calls (built once, on first use)."""
         if self._eval_fn is None:
             with floatx(self.net.dtype):
                 self._eval_fn = compile_function([self.net.X, self.y], self.batch_loss(), backend=self.backend,
                                                  static_shapes=self.static_shapes())
+        return self._eval_fn
+
+    def evaluate(self, X, Y, chunk: int = 5000) -> float:
+        """Mean loss over a data set, in chunks (one compiled function, reused)."""
+        fn = self.evaluation_function()
         X, Y = self.check(X, Y)
         total = 0.0
         for i in range(0, len(X), chunk):
-            total += float(self._eval_fn(X[i:i + chunk], Y[i:i + chunk])) * len(X[i:i + chunk])
+            total += float(fn(X[i:i + chunk], Y[i:i + chunk])) * len(X[i:i + chunk])
         return total / len(X)
 
     def dummy_batch(self):

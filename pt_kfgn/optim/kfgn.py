@@ -17,8 +17,8 @@ finite and the model predicts a decrease (and, on ``T₁`` steps, the trial loss
 passes these checks can still land where the *next* batch's loss is not finite (the trial loss is not
 evaluated on every step, as in the paper): the next step then restores the previous parameters from a copy
 kept in shared variables (a **rollback**) before retrying.  The next step also rolls back a step that
-multiplied the loss of its (fresh) batch by more than ``rollback_factor`` (one extra forward pass) [ours].  A rejected step is retried on the same batch
-with raised damping up to ``retries`` times; after ``max_rejections`` consecutive rejected steps the run
+multiplied the loss of its (fresh) batch by more than ``rollback_factor`` (one extra forward pass) [ours].
+A rejected step is retried on the same batch with raised damping up to ``retries`` times; after ``max_rejections`` consecutive rejected steps the run
 stops with :class:`StalledError`, naming the cause.
 """
 
@@ -96,7 +96,7 @@ class KFGN(Optimizer):
     rollback_factor : float or None
         Roll the previous step back when the loss of the current batch at θ is more than this factor times
         its loss at the parameters before that step (:func:`pt_kfgn.optim.adaptation.loss_spike`), then
-        retry from there with raised damping, 2 [ours: ρ on the step's own batch cannot see a step that fits
+        retry from there with λ raised (ε is left to the γ search), 2 [ours: ρ on the step's own batch cannot see a step that fits
         its batch and breaks the others, the mixture's spikes; docs/algorithm.md].  ``None``: only a
         non-finite loss rolls back.  Needs the rollback copy (``trial_every="T1"``).
     min_damping : float, optional
@@ -347,7 +347,7 @@ class KFGN(Optimizer):
                 self._contiguous_state()
         later = {}
         if len(kinds) == 1 and background and warm and rest:
-            self.evaluate(X[:1], Y[:1])  # the evaluation function too, before the thread starts
+            self.evaluation_function()  # built here, so that no graph is built beside the thread
             zero = np.asarray(0.0, self.net.dtype)
             later = {k: self._inputs(k, X, Y, zero, zero) for k in rest}  # KFAC's draws: before the restore
         if warm:
@@ -364,6 +364,10 @@ class KFGN(Optimizer):
 
         def work():
             for kind in kinds:
+                if not threading.main_thread().is_alive():  # the program is exiting: compile nothing more
+                    events[kind].set()
+                    self._pending.pop(kind, None)
+                    continue
                 t = time.perf_counter()
                 try:
                     with self._compile_lock, floatx(self.net.dtype):
@@ -379,7 +383,14 @@ class KFGN(Optimizer):
                     events[kind].set()
                     self._pending.pop(kind, None)
 
-        threading.Thread(target=work, name="pt_kfgn-compile", daemon=True).start()
+        # not a daemon: a process that exits while XLA compiles in a daemon thread aborts in C++ ("terminate
+        # called …", seen in a 3-step CLI run); exiting now waits for the kind being compiled, then skips the rest
+        threading.Thread(target=work, name="pt_kfgn-compile", daemon=False).start()
+
+    @property
+    def compiling(self) -> int:
+        """How many step kinds are still being compiled in the background (:meth:`compile`)."""
+        return len(self._pending)
 
     # -- one iteration ---------------------------------------------------------------------------
     def step(self, X, Y) -> dict:
