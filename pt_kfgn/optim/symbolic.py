@@ -16,10 +16,11 @@ from collections import OrderedDict
 
 import pytensor.tensor as pt
 
+from pt_kfgn.backend import jax_precision
 from pt_kfgn.curvature.factors import KRONECKER
 from pt_kfgn.graph import gram
-from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.losses import get_loss
+from pt_kfgn.graph.walk import layer_graph
 from pt_kfgn.optim import stages
 from pt_kfgn.optim.base import regularised_objective
 
@@ -39,7 +40,7 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
     ----------
     output : TensorVariable
         The network's last pre-activation ``h_L`` (N, d_L): a chain of ``dot(a, W) + b`` joined by
-        elementwise functions over shared ``W``, ``b`` (:func:`pt_kfgn.graph.chain.layer_chain`).
+        elementwise functions over shared ``W``, ``b`` (:func:`pt_kfgn.graph.walk.layer_graph`).
     targets : TensorVariable
         The targets, a matrix like ``output``.
     loss : str or Loss
@@ -73,7 +74,7 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
     if method not in KRONECKER:
         raise ValueError(f"method must be one of {list(KRONECKER)}, got {method!r}")
     loss = get_loss(loss)
-    chain = layer_chain(output)
+    chain = layer_graph(output)
     targets = pt.as_tensor_variable(targets)
     if targets.ndim != 2:
         raise ValueError(f"targets must be a matrix like the output, got ndim={targets.ndim}")
@@ -89,11 +90,15 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
             gram.register(backend)
         except ImportError:  # the optional backend is not installed: its mode cannot be used anyway
             pass
+    try:  # a float64 graph under mode="JAX" after a float32 one would otherwise run in float32
+        jax_precision([output, targets])
+    except ImportError:
+        pass
     Ebar, f0 = regularised_objective(loss, chain, targets, eta)
     params = chain.params
     grads = pt.grad(f0, params)
     factors = stages.curvature(chain, loss, targets, method, noise if method == "kfac" else None)
-    deltas = stages.direction(stages.damped_inverse(factors, gamma + eta_t), grads)
+    deltas = stages.direction(chain, stages.damped_inverse(factors, gamma + eta_t), grads)
     model = stages.quadratic_model(chain, loss, targets, params, grads, deltas, lam, eta_t, alpha_max)
     status = stages.step_status(f0, model)
     ok = pt.eq(status, 0)
