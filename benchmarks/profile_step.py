@@ -70,7 +70,7 @@ def stage_outputs(opt, k: int):
         return outs + [Q for Q, _ in factors]
     if k == 3:
         return outs + [m for pair in factors for m in pair]
-    deltas = stages.direction(stages.damped_inverse(factors, opt.gamma + eta), grads)
+    deltas = stages.direction(opt.chain, stages.damped_inverse(factors, opt.gamma + eta), grads)
     if k == 4:
         return outs + deltas
     model = stages.quadratic_model(opt.chain, opt.loss, y, params, grads, deltas, opt.lam, eta)

@@ -17,10 +17,10 @@ Layers of the package, each depending only on those before it: ``graph`` (networ
 from pt_kfgn import data
 from pt_kfgn.compare import compare
 from pt_kfgn.curvature.on_arrays import block_gauss_newton, block_hessian, kronecker_factors
-from pt_kfgn.graph.chain import LayerChain, UnsupportedGraphError, layer_chain
 from pt_kfgn.graph.custom_loss import CustomLoss
 from pt_kfgn.graph.layers import MLP, GraphNet, autoencoder, classifier, mlp
 from pt_kfgn.graph.losses import LOSSES, Loss, get_loss
+from pt_kfgn.graph.walk import LayerGraph, UnsupportedGraphError, layer_graph
 from pt_kfgn.optim import (
     KFGN,
     METHODS,
@@ -46,7 +46,7 @@ __all__ = [
     "FirstOrder",
     "GraphNet",
     "HessianFree",
-    "LayerChain",
+    "LayerGraph",
     "Loss",
     "StalledError",
     "UnsupportedGraphError",
@@ -60,7 +60,7 @@ __all__ = [
     "get_loss",
     "kfgn_updates",
     "kronecker_factors",
-    "layer_chain",
+    "layer_graph",
     "make_optimizer",
     "mlp",
     "momentum",

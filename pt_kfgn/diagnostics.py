@@ -16,7 +16,7 @@ from pt_kfgn.curvature.factors import kronecker_factors
 from pt_kfgn.graph.losses import new_rng, noise_input
 from pt_kfgn.optim.base import regularised_objective
 from pt_kfgn.optim.cg import GNOperator
-from pt_kfgn.optim.damping import exact_kron_solve, kron_solve, layer_matrix
+from pt_kfgn.optim.damping import exact_kron_solve, kron_solve
 
 
 def cosine(u, v) -> float:
@@ -42,12 +42,13 @@ class Alignment:
             for m in methods:
                 pairs = kronecker_factors(chain, loss, y, m, self._noise if m == "kfac" else None)
                 for solve in (kron_solve, exact_kron_solve):
-                    for i, (Q, G) in enumerate(pairs):
-                        D = -solve(Q, G, layer_matrix(grads[2 * i], grads[2 * i + 1]), eps)
-                        outs.append(D.ravel())
+                    for layer, (Q, G), parts in zip(chain.layers, pairs, chain.per_layer(grads)):
+                        D = -solve(Q, G, layer.matrix(parts), eps)
+                        outs.append(pt.concatenate([x.ravel() for x in layer.split(D)]))  # in θ's order
             self._fn = compile_function([net.X, y, self._noise, eps], outs, backend=backend,
                                         static_shapes={net.X: (None, net.sizes[0])})
-        self.n_layers = len(chain.layers)
+        self.n_layers, self.n_params = len(chain.layers), len(chain.params)
+        self._layer_sizes = [sum(int(np.prod(p.get_value().shape)) for p in layer.params) for layer in chain.layers]
 
     def compare(self, X, Y, gamma: float, lam: float) -> dict:
         """Cosines per layer and whole for each method and inverse, against block and full GN."""
@@ -55,15 +56,14 @@ class Alignment:
         X, Y = op.check(X, Y)
         noise = op.loss.draw_noise(self._rng, len(X), self.net.sizes[-1], self.net.dtype)
         out = self._fn(X, Y, noise, gamma + self.eta)
-        L, P = self.n_layers, 2 * self.n_layers
+        L, P = self.n_layers, self.n_params
         grads = out[:P]
         grad = op.flat(grads)
         zero = np.zeros_like(grad)
         lin = op.linearise(X, Y)  # one forward pass for both CG solves
         d_block, _ = op.solve(X, Y, grad, gamma + self.eta, zero, self.cg_iters, block_diagonal=True, lin=lin)
         d_full, _ = op.solve(X, Y, grad, lam + self.eta, zero, self.cg_iters, lin=lin)
-        bounds = np.cumsum([0] + [int(np.prod(g.shape)) + int(np.prod(b.shape))
-                                  for g, b in zip(grads[0::2], grads[1::2])])
+        bounds = np.cumsum([0] + self._layer_sizes)
         res = {"block_vs_full": cosine(d_block, d_full)}
         k = P
         for m in self.methods:

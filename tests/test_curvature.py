@@ -133,7 +133,7 @@ def gv_functions():
     out = {}
     for loss_name in ["bce", "softmax_ce", "mixture"]:
         net = _net("smooth", loss_name)
-        chain = pt_kfgn.layer_chain(net.output)
+        chain = pt_kfgn.layer_graph(net.output)
         loss = pt_kfgn.get_loss(loss_name)
         y = pt.matrix("Y")
         vs = [p.type() for p in chain.params]

@@ -54,7 +54,7 @@ def test_gram_rejects_a_vector():
 def test_the_kronecker_factors_use_the_symmetric_product(method):
     """Q = ĀᵀĀ/N for every method, and KFRA's E[f′f′ᵀ] or KFLR/KFAC's SᵀS/N, are Gram Ops (half the arithmetic)."""
     net = pt_kfgn.mlp([5, 4, 3], ["tanh", "identity"], dtype="float64")
-    chain = pt_kfgn.layer_chain(net.output)
+    chain = pt_kfgn.layer_graph(net.output)
     noise = pt.dmatrix("noise") if method == "kfac" else None
     factors = kronecker_factors(chain, pt_kfgn.get_loss("bce"), pt.dmatrix("Y"), method, noise)
     for Q, G in factors:

@@ -4,6 +4,7 @@ Each test names in its docstring the sabotage it was seen to catch (the closing 
 asked for them lists the measurements).
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -422,9 +423,9 @@ def test_exact_methods_refuse_a_batch_that_would_not_fit_in_memory(monkeypatch):
     """The MNIST autoencoder at N = 1000: KFLR's output root alone is ~12 GiB in float32."""
     from pt_kfgn.curvature.factors import CurvatureMemoryError, memory_estimate
 
-    sizes = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
-    assert memory_estimate(sizes, 1000, "kflr", 784, 4) / 2 ** 30 > 10
-    assert memory_estimate(sizes, 1000, "kfra", 784, 4) == 0
+    dims = list(itertools.pairwise([784, 1000, 500, 250, 30, 250, 500, 1000, 784]))
+    assert memory_estimate(dims, 1000, "kflr", 784, 4) / 2 ** 30 > 10
+    assert memory_estimate(dims, 1000, "kfra", 784, 4) == 0
     monkeypatch.setenv("PT_KFGN_MEMORY_LIMIT", str(10 ** 5))
     net = pt_kfgn.mlp([30, 20, 30], ["tanh", "identity"])
     X, Y = make_batch("bce", 64, 30, 30)

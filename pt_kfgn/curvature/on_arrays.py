@@ -15,10 +15,10 @@ import pytensor.tensor as pt
 from pt_kfgn.backend import compile_function, floatx
 from pt_kfgn.curvature.factors import METHODS, check_memory, exact_blocks
 from pt_kfgn.curvature.factors import kronecker_factors as _factors
-from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.custom_loss import CustomLoss
 from pt_kfgn.graph.layers import check_data
 from pt_kfgn.graph.losses import get_loss, new_rng, noise_input
+from pt_kfgn.graph.walk import layer_graph
 
 
 def _compiled(net, loss, what: str, seed=None):
@@ -32,7 +32,7 @@ def _compiled(net, loss, what: str, seed=None):
 
 def _build(net, loss, what, seed):
     """Compile the factors (``what`` in METHODS) or exact blocks ("hessian", "gn") of ``net``."""
-    chain = layer_chain(net.output)
+    chain = layer_graph(net.output)
     y = pt.matrix("Y", dtype=net.dtype)
     shapes = {net.X: (None, net.sizes[0])}
     if what == "kfac":  # the noise of the samples is an input, drawn from a Generator kept with the function
@@ -51,7 +51,7 @@ def _prepare(net, loss, X, Y, what=None):
     loss = get_loss(loss)
     X, Y = check_data(net, loss, X, Y)
     if what is not None:
-        check_memory(net.sizes, len(X), what, loss.output_rank(net.sizes[-1]), np.dtype(net.dtype).itemsize)
+        check_memory(net.layer_dims, len(X), what, loss.output_rank(net.sizes[-1]), np.dtype(net.dtype).itemsize)
     return loss, X, Y
 
 

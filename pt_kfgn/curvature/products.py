@@ -9,11 +9,11 @@ from __future__ import annotations
 from pytensor.gradient import pullback, pushforward
 
 from pt_kfgn.curvature.recursions import batch_size
-from pt_kfgn.graph.chain import LayerChain
 from pt_kfgn.graph.losses import Loss
+from pt_kfgn.graph.walk import LayerGraph
 
 
-def jacobian_vector(chain: LayerChain, params, vs):
+def jacobian_vector(chain: LayerGraph, params, vs):
     """``J v`` (N, d_L): the change of ``h_L`` along the parameter direction ``vs`` (one per param)."""
     try:  # true forward mode where every op implements it (builder graphs) ...
         return pushforward(chain.output, list(params), list(vs), use_op_pushforward=True)
@@ -21,13 +21,13 @@ def jacobian_vector(chain: LayerChain, params, vs):
         return pushforward(chain.output, list(params), list(vs))
 
 
-def gn_quadratic_form(chain: LayerChain, loss: Loss, y, params, vs):
+def gn_quadratic_form(chain: LayerGraph, loss: Loss, y, params, vs):
     """``vᵀ Ḡ v = (1/N) Σ_n (J_n v)ᵀ H_L^n (J_n v)`` (eq. 41), forward mode only."""
     u = jacobian_vector(chain, params, vs)
     return (u * loss.hessian_vector(chain.output, y, u)).sum() / batch_size(u)
 
 
-def gn_vector_product(chain: LayerChain, loss: Loss, y, params, vs):
+def gn_vector_product(chain: LayerGraph, loss: Loss, y, params, vs):
     """``Ḡ v`` as a list shaped like ``params`` (eq. 12-13)."""
     u = jacobian_vector(chain, params, vs)
     Hu = loss.hessian_vector(chain.output, y, u) / batch_size(u)

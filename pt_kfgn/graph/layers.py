@@ -3,7 +3,7 @@
 Each dense layer computes ``h = a @ W + b`` with ``W`` stored ``(n_in, n_out)`` as Lasagne stores it
 and ``b`` a separate shared vector; ``a_next = f(h)``.  The network output is the last
 pre-activation ``h_L`` (the loss holds the link).  The curvature code never relies on this builder:
-it walks whatever graph it is given (:mod:`pt_kfgn.graph.chain`), so a hand-written graph works too.
+it walks whatever graph it is given (:mod:`pt_kfgn.graph.walk`), so a hand-written graph works too.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ class MLP:
             _check_choice("activation", a, TRANSFER_FUNCTIONS)
         _check_choice("dtype", dtype, ("float32", "float64"))
         self.sizes, self.activations, self.dtype = sizes, list(activations), dtype
+        self.layer_dims = list(itertools.pairwise(sizes))
         rng = np.random.default_rng(seed)
         self.params: list[tuple[pytensor.compile.SharedVariable, pytensor.compile.SharedVariable]] = []
         for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
@@ -230,24 +231,42 @@ def _check_dtype(output, X) -> None:
 class GraphNet:
     """Wrap a user's own forward graph ``output = h_L(X)`` so the optimisers can use it like an :class:`MLP`.
 
-    The graph must be a chain of dense layers (see :func:`pt_kfgn.graph.chain.layer_chain`).
+    The graph is made of dense layers joined by elementwise functions, chains and residual sums alike (see
+    :func:`pt_kfgn.graph.walk.layer_graph`).  ``params`` holds one tuple per layer, ``(W, b)`` or ``(W,)`` for a layer
+    without bias, in the graph's layer order.
     """
 
     def __init__(self, output, X):
-        from pt_kfgn.graph.chain import layer_chain
+        from pt_kfgn.graph.walk import layer_graph
 
         _check_dtype(output, X)
-        chain = layer_chain(output)
-        if chain.input is not X:
-            raise ValueError(f"the graph's input is {chain.input}, not {X}")
+        graph = layer_graph(output)
+        if graph.input is not X:
+            raise ValueError(f"the graph's input is {graph.input}, not {X}")
         self.X, self.output, self.dtype = X, output, X.dtype
-        self.params = [(layer.W, layer.b) for layer in chain.layers]
-        shapes = [W.get_value().shape for W, _ in self.params]
-        self.sizes = [shapes[0][0]] + [s[1] for s in shapes]
+        self.params = [layer.params for layer in graph.layers]
+        self.layer_dims = graph.layer_dims()
+        self.sizes = [self.layer_dims[0][0]] + [d_out for _, d_out in self.layer_dims]
 
     @property
     def flat_params(self) -> list:
-        return [p for pair in self.params for p in pair]
+        return [p for group in self.params for p in group]
 
-    get_params = MLP.get_params
-    set_params = MLP.set_params
+    def get_params(self) -> list[tuple[np.ndarray, ...]]:
+        """Copies of the parameters, one tuple per layer (see :meth:`MLP.get_params`)."""
+        return [tuple(np.array(p.get_value(), copy=True, order="C") for p in group) for group in self.params]
+
+    def set_params(self, params) -> None:
+        """Set the parameters from one tuple per layer; shapes are checked, values cast to the net's dtype."""
+        params = list(params)
+        if len(params) != len(self.params) or any(len(a) != len(b) for a, b in zip(params, self.params)):
+            raise ValueError(f"expected {[len(g) for g in self.params]} arrays per layer, got "
+                             f"{[len(g) for g in params]}")
+        for i, (group, values) in enumerate(zip(self.params, params)):
+            for p, v in zip(group, values):
+                v = np.asarray(v)
+                if v.shape != p.get_value().shape:
+                    raise ValueError(f"layer {i + 1}: expected {p.name or 'a parameter'} of shape "
+                                     f"{p.get_value().shape}, got {v.shape}")
+            for p, v in zip(group, values):
+                p.set_value(np.asarray(v).astype(self.dtype))

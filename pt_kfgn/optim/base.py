@@ -12,9 +12,9 @@ import numpy as np
 import pytensor.tensor as pt
 
 from pt_kfgn.backend import check_backend, compile_function, floatx
-from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.layers import check_data
 from pt_kfgn.graph.losses import get_loss
+from pt_kfgn.graph.walk import layer_graph
 from pt_kfgn.sharding import check_devices, compile_on
 
 
@@ -41,7 +41,7 @@ class Optimizer:
     def __init__(self, net, loss, backend: str | None = None, devices=None):
         self.net = net
         self.loss = get_loss(loss)
-        self.chain = layer_chain(net.output)
+        self.chain = layer_graph(net.output)
         self.params = self.chain.params
         self.y = pt.matrix("Y", dtype=net.dtype)
         self.backend = check_backend(backend)

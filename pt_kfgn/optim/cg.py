@@ -18,9 +18,9 @@ from pt_kfgn.backend import floatx
 from pt_kfgn.curvature.factors import augmented_input, per_sample_grads
 from pt_kfgn.curvature.products import gn_vector_product
 from pt_kfgn.curvature.recursions import batch_size
-from pt_kfgn.graph.chain import layer_chain
 from pt_kfgn.graph.layers import check_data
 from pt_kfgn.graph.losses import get_loss
+from pt_kfgn.graph.walk import layer_graph
 from pt_kfgn.optim.base import regularised_objective
 from pt_kfgn.sharding import compile_on
 
@@ -145,7 +145,7 @@ class GNOperator:
 
     def __init__(self, net, loss, eta: float = 0.0, backend=None, mesh=None):
         self.net, self.loss, self.eta = net, get_loss(loss), float(eta)
-        self.chain = layer_chain(net.output)
+        self.chain = layer_graph(net.output)
         self.params = self.chain.params
         self.shapes = [p.get_value().shape for p in self.params]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
@@ -179,7 +179,7 @@ class GNOperator:
         for layer, g in zip(self.chain.layers, per_sample_grads(self.chain, self.loss, y)):
             A = augmented_input(layer)
             D = pt.dot(pt.sqr(A).T, pt.sqr(g)) / batch_size(g)
-            sq += [D[:-1], D[-1]]
+            sq += layer.split(D)
         self._sq_fn = self._compile(self._lin_inputs, self.reuse_forward(sq), batch_inputs=2 + L)
 
     def reuse_forward(self, outputs):
@@ -270,8 +270,9 @@ class GNOperator:
 
     def blocks(self):
         """Slices of the flat vector, one per layer (its ``W`` and ``b`` together)."""
-        offs = np.cumsum([0] + self.sizes)
-        return [slice(offs[i], offs[i + 2]) for i in range(0, len(self.sizes), 2)]
+        per_layer = [sum(n) for n in self.chain.per_layer(self.sizes)]
+        offs = np.cumsum([0] + per_layer)
+        return [slice(offs[i], offs[i + 1]) for i in range(len(per_layer))]
 
     def solve(self, X, Y, grad, damping: float, x0, max_iters: int = 250, block_diagonal: bool = False,
               precondition=None, lin: Linearisation | None = None, **cg_kwargs):

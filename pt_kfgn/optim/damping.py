@@ -96,8 +96,3 @@ def exact_kron_solve(Q, G, grad, eps):
     t, V = eigh(0.5 * (G + G.T))
     inner = pt.dot(pt.dot(U.T, grad), V) / (s[:, None] * t[None, :] + eps)
     return pt.dot(pt.dot(U, inner), V.T)
-
-
-def layer_matrix(gW, gb):
-    """``vstack([gW, gb])``: a layer's parameters (or gradient) as one ``(d_in + 1, d_out)`` matrix."""
-    return pt.concatenate([gW, gb[None, :]], axis=0)

@@ -35,7 +35,7 @@ import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
 
 from pt_kfgn.backend import floatx
-from pt_kfgn.curvature.factors import KRONECKER, check_memory
+from pt_kfgn.curvature.factors import KRONECKER, check_memory, factor_sizes
 from pt_kfgn.graph.losses import new_rng, noise_input
 from pt_kfgn.optim import adaptation as rules
 from pt_kfgn.optim import schedule, stages
@@ -189,8 +189,7 @@ class KFGN(Optimizer):
                        for v in (*self.params, *self.averaged)] if self._rollback else [])
         self._has_prev = pytensor.shared(np.asarray(0, "int8"), name="has_prev")
         # cached factors (EMA or amortised curvature) and cached damped inverses (amortised inverses)
-        layer_shapes = [((W.get_value().shape[0] + 1,) * 2, (W.get_value().shape[1],) * 2)
-                        for W in self.params[::2]]
+        layer_shapes = [((d_in,) * 2, (d_out,) * 2) for d_in, d_out in factor_sizes(self.chain)]
         cache = ema > 0 or curvature_every > 1
         shapes = [s for pair in layer_shapes for s in pair]  # static shapes: JAX needs them (arange)
         self._factor_state = [pytensor.shared(np.zeros(s, fx), name=f"factor_{k}", shape=s)
@@ -236,14 +235,14 @@ class KFGN(Optimizer):
         candidates = []
         for g in gammas:
             if self.method == "blockdiag-exact":
-                deltas = stages.direction(factors, grads, exact_blocks_eps=g + eta)
+                deltas = stages.direction(self.chain, factors, grads, exact_blocks_eps=g + eta)
                 inverse = []
             elif refresh_inverse or n_gamma > 1:
                 inverse = stages.damped_inverse(factors, g + eta, explicit)
-                deltas = stages.direction(inverse, grads, explicit=explicit)
+                deltas = stages.direction(self.chain, inverse, grads, explicit=explicit)
             else:
                 inverse = [tuple(self._inverse_state[2 * i:2 * i + 2]) for i in range(len(factors))]
-                deltas = stages.direction(inverse, grads, explicit=True)
+                deltas = stages.direction(self.chain, inverse, grads, explicit=True)
             model = stages.quadratic_model(self.chain, self.loss, y, params, grads, deltas, self.lam, eta,
                                            self.alpha_max)
             candidates.append((deltas, model, inverse))
@@ -396,7 +395,7 @@ class KFGN(Optimizer):
     def step(self, X, Y) -> dict:
         """One KFGN iteration on the batch (with up to ``retries`` retries); returns its statistics."""
         X, Y = self.check_step_batch(X, Y)
-        check_memory(self.net.sizes, len(X), self.method, self.loss.output_rank(self.net.sizes[-1]),
+        check_memory(self.chain.layer_dims(), len(X), self.method, self.loss.output_rank(self.net.sizes[-1]),
                      np.dtype(self.net.dtype).itemsize)
         self.t += 1
         zeta_t = rules.averaging_weight(self.t, self.zeta)

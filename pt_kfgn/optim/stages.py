@@ -27,7 +27,6 @@ from pt_kfgn.optim.damping import (
     damped_cholesky,
     damped_inverses,
     inverse_kron_apply,
-    layer_matrix,
     trace_norm_pi,
 )
 
@@ -64,8 +63,8 @@ def damped_inverse(factors, eps, explicit: bool = False):
     return [damp(Q, G, eps) for Q, G in factors]
 
 
-def direction(inverse, grads, exact_blocks_eps=None, explicit: bool = False):
-    """Stage 3b: ``δ = −(Q_d ⊗ G_d)⁻¹ ∇f`` per layer as ``[dW1, db1, ...]`` (eq. 35).
+def direction(graph, inverse, grads, exact_blocks_eps=None, explicit: bool = False):
+    """Stage 3b: ``δ = −(Q_d ⊗ G_d)⁻¹ ∇f`` per layer, shaped like ``graph.params`` (eq. 35).
 
     ``inverse``: pairs from :func:`damped_inverse`: Cholesky factors, ``(L_Q L_Qᵀ)⁻¹ ∇ (L_G L_Gᵀ)⁻¹`` by two
     triangular solve pairs per layer, or with ``explicit`` the inverses, ``Q_d⁻¹ ∇ G_d⁻¹`` by two GEMMs.
@@ -73,14 +72,14 @@ def direction(inverse, grads, exact_blocks_eps=None, explicit: bool = False):
     damping ``exact_blocks_eps`` (diagnostics, tiny nets).
     """
     deltas = []
-    for i, pair in enumerate(inverse):
-        g = layer_matrix(grads[2 * i], grads[2 * i + 1])
+    for layer, pair, parts in zip(graph.layers, inverse, graph.per_layer(grads)):
+        g = layer.matrix(parts)
         if exact_blocks_eps is not None:
             B = add_to_diagonal(pair, exact_blocks_eps)
             D = -pt.linalg.solve(B, g.ravel(), assume_a="pos").reshape(g.shape)
         else:
             D = -(inverse_kron_apply if explicit else cholesky_kron_solve)(*pair, g)
-        deltas += [D[:-1], D[-1]]
+        deltas += layer.split(D)
     return deltas
 
 
