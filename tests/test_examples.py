@@ -16,7 +16,7 @@ def _load(name):
 
 def test_every_example_is_tested():
     assert {p.stem for p in EXAMPLES.glob("*.py")} == {
-        "autoencoder_kfra_vs_adam", "own_graph_and_loss", "symbolic_step", "kfra_vs_hessian_free"}
+        "autoencoder_kfra_vs_adam", "own_graph_and_loss", "symbolic_step", "kfra_vs_hessian_free", "residual_mlp"}
 
 
 def test_autoencoder_kfra_vs_adam(tmp_path):
@@ -40,3 +40,12 @@ def test_kfra_vs_hessian_free():
     res = _load("kfra_vs_hessian_free").main(steps=2, n_train=64, widths=(16, 4), batch_size=32)
     assert set(res) == {"kfra", "hf"}
     assert all(f == pytest.approx(f) for f, _ in res.values())
+
+
+def test_residual_mlp(tmp_path, data_env, shared_dir):
+    if not (shared_dir / "data" / "mnist").exists():
+        pytest.skip("MNIST is not in ../shared/data")
+    res = _load("residual_mlp").main(steps=3, n_train=64, width=16, blocks=2, batch_size=32, out=tmp_path / "cmp")
+    assert set(res) == {"kflr", "kfra", "kfac", "adam"}
+    assert all(f == pytest.approx(f) for f in res.values())  # finite
+    assert (tmp_path / "cmp" / "kfra" / "log.csv").exists()
