@@ -70,6 +70,10 @@ def test_weight_sharing_a_second_input_and_an_output_nonlinearity_are_rejected()
         layer_graph((pt.tanh(h1) + Z) @ pytensor.shared(np.ones((3, 3))) + b2)
     with pytest.raises(UnsupportedGraphError, match="not a dense layer"):
         layer_graph(pt.tanh(h1))
+    with pytest.raises(UnsupportedGraphError, match="input X is used as the weight"):
+        layer_graph(pt.tanh(h1) @ X.T @ pytensor.shared(np.ones((3, 3))) + b2)
+    with pytest.raises(UnsupportedGraphError, match="Join.*supported: dense layers"):
+        layer_graph(pt.concatenate([pt.tanh(h1), X], axis=1) @ pytensor.shared(np.ones((6, 3))) + b2)
 
 
 def test_the_batch_check_finds_every_non_finite_entry_and_copies_nothing():

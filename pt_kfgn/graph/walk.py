@@ -309,6 +309,10 @@ def layer_graph(output) -> LayerGraph:
         names = ", ".join(str(r.name or r) for r in roots.values()) or "none"
         raise UnsupportedGraphError(f"the network must have exactly one input variable, found {names}")
     (x,) = roots.values()
+    for layer in layers.values():
+        if layer.W is x or layer.b is x:
+            raise UnsupportedGraphError(f"the network input {x.name or x} is used as the weight or bias of "
+                                        f"{_describe(layer.h)}; {SUPPORTED}")
     position = {id(node.outputs[0]): i for i, node in enumerate(io_toposort([x], [output]))}
     by_position = lambda v: position.get(id(v), -1)
     ordered = sorted(layers.values(), key=lambda layer: by_position(layer.h))
