@@ -205,3 +205,20 @@ def test_the_symbolic_step_walks_a_residual_graph():
     step = pytensor.function([net.X, y], info["loss"], updates=updates, mode="FAST_COMPILE")
     losses = [float(step(X, Y)) for _ in range(4)]
     assert losses[-1] < losses[0]
+
+
+def test_a_residual_run_resumes_bit_identically_from_its_checkpoint(tmp_path):
+    """Parameters of every shape (bias-less, transposed) go through the checkpoint and back: the resumed run
+    starts from a net initialised differently, so only the checkpoint can make it match."""
+
+    def run(steps, resume):
+        net, _ = _net("paths", seed=1 if resume else 0)
+        opt = pk.KFGN(net, "bce", "kfra", seed=0)
+        X, Y = make_batch("bce", 64, D_IN, D_OUT, seed=6)
+        pk.train(opt, X, Y, steps, batch_size=16, out_dir=tmp_path / "run", checkpoint_every=2, resume=resume,
+                 progress=False, eval_every=2)
+        return np.concatenate([v.ravel() for group in net.get_params() for v in group])
+
+    full = run(6, resume=False)
+    run(4, resume=False)
+    np.testing.assert_array_equal(run(6, resume=True), full)
