@@ -132,8 +132,7 @@ def _brute(kind, loss, X, Y, seed=0):
     return blocks_h, blocks_gn, Gs
 
 
-@pytest.mark.parametrize("kind", ["residual", "paths"])
-@pytest.mark.parametrize("loss", ["mse", "bce"])
+@pytest.mark.parametrize(("kind", "loss"), [("residual", "mse"), ("paths", "bce")])
 def test_exact_blocks_and_kflr_equal_brute_force_through_every_path(kind, loss):
     """Caught: a merge term dropped (the skip's contribution to ``S`` at a merge; the cross blocks of the
     frontier; the Hessian's cross second derivative ``∂²φ/∂h₂∂h₁``), each dropped once."""
@@ -182,8 +181,7 @@ def test_the_walker_reads_the_residual_structure():
     assert net.layer_dims == [(D_IN, D), (D, D), (D, D), (D, D_OUT)]
 
 
-@pytest.mark.parametrize("method", ["kflr", "kfra", "kfac"])
-@pytest.mark.parametrize("kind", ["residual", "paths"])
+@pytest.mark.parametrize(("kind", "method"), [("paths", "kflr"), ("paths", "kfra"), ("residual", "kfac")])
 def test_kfgn_trains_a_residual_net_with_transposed_and_bias_less_layers(kind, method):
     """The optimiser steps (on the default backend), keeps each parameter's own shape and lowers the loss."""
     net, _ = _net(kind)
