@@ -24,6 +24,7 @@ import numpy as np
 import pytensor.tensor as pt
 
 import pt_kfgn as pk
+from benchmarks import write_report
 from benchmarks.steps import time_methods
 from pt_kfgn.backend import default_backend
 
@@ -90,9 +91,7 @@ def main(json_path=None, reps: int = 20) -> dict:
     report = {"machine": platform.processor() or platform.machine(), "backend": default_backend(),
               "own_loss": [own_loss(b, reps) for b in (64, 256)], "residual": residual(1000, reps)}
     print(json.dumps(report, indent=2))
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2))
+    write_report(report, json_path)
     return report
 
 

@@ -25,13 +25,13 @@ do not add up to the step.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytensor.tensor as pt
 
+from benchmarks import write_report
 from benchmarks.steps import AE, flops
 from pt_kfgn.backend import compile_function, floatx
 from pt_kfgn.graph.layers import build_net
@@ -202,9 +202,7 @@ def main(reps: int = 10, batch: int = 1000, dtype: str = "float32", backend=None
               "kinds overlap on the two cores)")
         for kind, ms in [*traced["kinds"].items(), ("no XLA op in flight", traced["no_op_running_ms"])]:
             print(f"{kind:48} {ms:8.1f}")
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2))
+    write_report(report, json_path)
     return report
 
 

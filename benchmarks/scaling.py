@@ -22,8 +22,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from benchmarks import write_report
 from benchmarks.steps import flops, layer_dims, replicated_flops
 
 # [assumed] one GPU's sustained float32 rate on these GEMMs, and the all-reduce links
@@ -148,9 +148,7 @@ def main(out=None, simulate_devices: int | None = None) -> dict:
     print_table(report)
     if "simulated" in report:
         print("\nsimulated CPU devices (labelled simulation):", json.dumps(report["simulated"]["steps"], indent=1))
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2))
+    write_report(report, out)
     return report
 
 

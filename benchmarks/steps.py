@@ -25,6 +25,7 @@ from datetime import date
 
 import numpy as np
 
+from benchmarks import write_report
 from pt_kfgn.backend import check_backend
 from pt_kfgn.graph.layers import build_net
 from pt_kfgn.optim import make_optimizer
@@ -453,11 +454,7 @@ def main(quick: bool = False, json_path=None, backends=None, dtypes=None, reps=N
                 if "step_s" in ours.get(mine, {}):
                     report[key] = ours[mine]["step_s"] / kj[theirs]
     print_table(report)
-    if json_path:
-        from pathlib import Path
-
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2))
+    write_report(report, json_path)
     return report
 
 
