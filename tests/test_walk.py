@@ -70,6 +70,10 @@ def test_weight_sharing_a_second_input_and_an_output_nonlinearity_are_rejected()
         layer_graph((pt.tanh(h1) + Z) @ pytensor.shared(np.ones((3, 3))) + b2)
     with pytest.raises(UnsupportedGraphError, match="not a dense layer"):
         layer_graph(pt.tanh(h1))
+    W2 = pytensor.shared(np.ones((3, 3)), name="W2")
+    with pytest.raises(UnsupportedGraphError, match="sum of several dense layers"):
+        layer_graph(pt.tanh(h1) @ W2 + X @ pytensor.shared(np.ones((3, 3))) + b2)
+    assert len(layer_graph(pt.tanh(h1 + X @ W2) @ pytensor.shared(np.ones((3, 3))) + b2).layers) == 3
     with pytest.raises(UnsupportedGraphError, match="input X is used as the weight"):
         layer_graph(pt.tanh(h1) @ X.T @ pytensor.shared(np.ones((3, 3))) + b2)
     with pytest.raises(UnsupportedGraphError, match="Join.*supported: dense layers"):

@@ -279,6 +279,13 @@ def layer_graph(output) -> LayerGraph:
         raise UnsupportedGraphError("the network output h_L must be a symbolic matrix (N, d_L)")
     output = _split_flat_adds(rewrite_graph(output, include=("canonicalize",), clone=True))
     if _match_dense(output) is None:
+        if output.owner is not None and isinstance(output.owner.op, Elemwise) \
+                and output.owner.op.scalar_op.__class__.__name__ == "Add" \
+                and sum(_match_dense(i) is not None for i in output.owner.inputs) >= 2:
+            raise UnsupportedGraphError(
+                "the output is a sum of several dense layers: h_L must be one layer's pre-activation. Sum them "
+                "before a last layer (a sum inside the network is supported), or make one layer of the "
+                f"concatenated inputs; {SUPPORTED}")
         if output.owner is not None and any(_match_dense(i) is not None for i in output.owner.inputs):
             raise UnsupportedGraphError(
                 f"the output is not a dense layer but {_describe(output)} of one: h_L must be the last "
