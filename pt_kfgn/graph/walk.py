@@ -115,8 +115,8 @@ class LayerGraph:
         dims = []
         for layer in self.layers:
             shape = layer.W.type.shape
-            if None in shape:
-                shape = layer.W.get_value().shape
+            if None in shape:  # the value's own shape, without a copy (a device array stays where it is)
+                shape = layer.W.get_value(borrow=True, return_internal_type=True).shape
             dims.append(tuple(int(n) for n in (shape[::-1] if layer.transposed else shape)))
         return dims
 

@@ -190,6 +190,7 @@ class KFGN(Optimizer):
         self._has_prev = pytensor.shared(np.asarray(0, "int8"), name="has_prev")
         # cached factors (EMA or amortised curvature) and cached damped inverses (amortised inverses)
         layer_shapes = [((d_in,) * 2, (d_out,) * 2) for d_in, d_out in factor_sizes(self.chain)]
+        self._layer_dims = self.chain.layer_dims()  # for the memory check of every step: read once
         cache = ema > 0 or curvature_every > 1
         shapes = [s for pair in layer_shapes for s in pair]  # static shapes: JAX needs them (arange)
         self._factor_state = [pytensor.shared(np.zeros(s, fx), name=f"factor_{k}", shape=s)
@@ -395,7 +396,7 @@ class KFGN(Optimizer):
     def step(self, X, Y) -> dict:
         """One KFGN iteration on the batch (with up to ``retries`` retries); returns its statistics."""
         X, Y = self.check_step_batch(X, Y)
-        check_memory(self.chain.layer_dims(), len(X), self.method, self.loss.output_rank(self.net.sizes[-1]),
+        check_memory(self._layer_dims, len(X), self.method, self.loss.output_rank(self.net.sizes[-1]),
                      np.dtype(self.net.dtype).itemsize)
         self.t += 1
         zeta_t = rules.averaging_weight(self.t, self.zeta)
