@@ -15,7 +15,7 @@ def cmd_train(args) -> int:
     import time
 
     from pt_kfgn import checkpoint as ckpt_io
-    from pt_kfgn.data import load_dataset
+    from pt_kfgn.data import dataset_info, load_dataset_in_background
     from pt_kfgn.graph.layers import build_net
     from pt_kfgn.optim import make_optimizer
     from pt_kfgn.plotting import plot_logs
@@ -35,13 +35,14 @@ def cmd_train(args) -> int:
     widths = [int(w) for w in args.widths.split(",")]
     if any(w < 1 for w in widths):
         raise ValueError(f"--widths must be positive integers, got {args.widths!r}")
-    X, Y, loss, label = load_dataset(args.dataset, args.n_train)
-    net = build_net(X.shape[1], Y.shape[1], widths, args.hidden, args.seed, args.dtype,
+    info = dataset_info(args.dataset, args.n_train)
+    data = load_dataset_in_background(args.dataset, args.n_train)  # generating CURVES/FACES takes seconds
+    net = build_net(info.d_in, info.d_out, widths, args.hidden, args.seed, args.dtype,
                     autoencoder=args.dataset != "mnist-oddeven")
     extra = {} if args.devices is None else {"devices": args.devices}
     if args.curvature_every is not None:
         extra.update(curvature_every=args.curvature_every, inverse_every=args.curvature_every)
-    opt = make_optimizer(args.method, net, loss, seed=args.seed, backend=args.backend, lr=args.lr,
+    opt = make_optimizer(args.method, net, info.loss, seed=args.seed, backend=args.backend, lr=args.lr,
                          decay_period=args.decay_period, **extra)
     out = Path(args.out)
     if args.resume:  # refuse before anything in the run folder is touched
@@ -55,18 +56,23 @@ def cmd_train(args) -> int:
             raise ckpt_io.CheckpointError(f"{ckpt}: does not belong to this run: {err}") from err
     out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "func"}
-    config.update(dataset_label=label, loss=loss, sizes=net.sizes, activations=net.activations)
+    config.update(dataset_label=info.label, loss=info.loss, sizes=net.sizes, activations=net.activations)
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    print(f"{args.method} on {label}: net {net.sizes}, {len(X)} training points, batch {args.batch_size}, "
-          f"backend {args.backend}",
-          flush=True)
+    points = f"{args.n_train} training points" if args.n_train else "all training points"
+    print(f"{args.method} on {info.label}: net {net.sizes}, {points}, batch {args.batch_size}, "
+          f"backend {args.backend}", flush=True)
     t0 = time.perf_counter()  # compiled before the clock starts: the log's wall time counts training only
-    n = min(args.batch_size, len(X))
-    opt.compile(progress=lambda msg: print(msg, flush=True), example=(X[:n], Y[:n]), background=True)
+    # on a batch of zeros of the training batch's size, while the data loads [ours]
+    opt.compile(progress=lambda msg: print(msg, flush=True), example=min(args.batch_size, args.n_train or
+                                                                          args.batch_size), background=True)
     pending = getattr(opt, "compiling", 0)
     print(f"compiled in {time.perf_counter() - t0:.1f} s" +
           (f"; {pending} rarer step kind(s) compile in the background while the first steps run" if pending else ""),
           flush=True)
+    X, Y, _, label = data()
+    if X.shape[1:] != (info.d_in,) or Y.shape[1:] != (info.d_out,):  # dataset_info out of step with the loader
+        raise RuntimeError(f"{args.dataset}: data of widths {X.shape[1:]}, {Y.shape[1:]}; dataset_info says "
+                           f"{info.d_in}, {info.d_out}")
     rows = train(opt, X, Y, args.steps, batch_size=args.batch_size, seed=args.seed, out_dir=out,
                  eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, resume=args.resume,
                  progress=not args.no_progress)

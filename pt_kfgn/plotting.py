@@ -98,7 +98,8 @@ def plot_logs(logs: dict, path, title: str = "", x: str = "step", ylabel: str = 
     ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # an empty log (``--steps 0``) has nothing to label
+        ax.legend(fontsize=8)
     fig.tight_layout()
     key = "dashed: averaged θ̄; faint: batch loss"  # under the axes, where the legend cannot hide it
     lines = textwrap.wrap(f"{note}; {key}" if note else key, 120)

@@ -313,27 +313,39 @@ def test_the_fast_mode_evaluates_products_and_sums_of_many_tensors_by_binary_ufu
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs the jax extra")
 @pytest.mark.parametrize("method", ["kfra", "kfac"])
-def test_background_compilation_changes_nothing_but_the_wait(method):
+def test_background_compilation_changes_nothing_but_the_wait(method, caplog):
     """``compile(background=True)`` compiles only the first step's kind up front; the T₁ and T₂ kinds are
     JIT-compiled by a thread; 25 steps (five T₁ steps, one γ search) are bit-identical to a run compiled up
     front, KFAC's sampler included.
 
     Caught: the warm-up calling the PyTensor function (it applied a step: θ differed); KFAC's noise drawn after
-    the state was restored (its sampler advanced)."""
+    the state was restored (its sampler advanced); ``example=20`` read as the default two-point batch (each kind
+    compiled twice)."""
+    import logging
+
+    import jax
+
     r = np.random.default_rng(0)
     X = r.random((40, 12)).astype("float32")
     runs = []
     for background in (False, True):
         net = pt_kfgn.mlp([12, 8, 3, 8, 12], ["tanh", "identity", "tanh", "identity"], seed=1, dtype="float32")
         opt = pt_kfgn.KFGN(net, "bce", method, backend="jax")
-        opt.compile(example=(X[:20], X[:20]), background=background)
+        # the background run compiles on a batch of zeros of the size it trains with, as ``pt-kfgn train`` does
+        opt.compile(example=20 if background else (X[:20], X[:20]), background=background)
         if background:
             assert len(opt._fns) == 1  # the first step's kind only; the others come from the thread
-        for t in range(25):
-            opt.step(X[20 * (t % 2):20 * (t % 2) + 20], X[20 * (t % 2):20 * (t % 2) + 20])
+        caplog.clear()
+        with jax.log_compiles(), caplog.at_level(logging.WARNING):
+            for t in range(25):
+                opt.step(X[20 * (t % 2):20 * (t % 2) + 20], X[20 * (t % 2):20 * (t % 2) + 20])
         runs.append(net.get_params())
         if background:
             assert len(opt.background_compile_seconds) == 2
+            # every XLA compilation came before the steps or from the thread; none at a step (the first kind was
+            # compiled for the batch it ran)
+            assert not [r for r in caplog.records if "Compiling jit(" in r.getMessage()
+                        and r.threadName == "MainThread"]
     for (Wa, ba), (Wb, bb) in zip(*runs):
         np.testing.assert_array_equal(Wa, Wb)
         np.testing.assert_array_equal(ba, bb)

@@ -153,3 +153,37 @@ def test_real_olivetti_when_present(shared_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("PT_KFGN_DATA", str(shared_dir / "data"))
     F = load_olivetti()
     assert F.shape == (400, 64, 64) and F.max() <= 255
+
+
+def test_dataset_info_describes_what_load_dataset_returns(data_env, shared_dir):
+    """The widths and loss ``pt-kfgn train`` builds and compiles the net from before the data has loaded."""
+    from pt_kfgn import data
+
+    names = ["curves"]
+    if (shared_dir / "data" / "mnist" / "train-labels-idx1-ubyte.gz").exists():
+        names += ["mnist", "mnist-oddeven"]
+    for name in names:
+        info = data.dataset_info(name, 5)
+        X, Y, loss, label = data.load_dataset(name, 5)
+        assert (X.shape[1], Y.shape[1], loss, label) == (info.d_in, info.d_out, info.loss, info.label)
+    assert data.dataset_info("faces").d_in == transform_faces(np.zeros((1, 64, 64)), 1, pairs=1).shape[1]
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="n_train must be a positive integer"):
+            data.dataset_info("curves", bad)
+    with pytest.raises(ValueError, match="not one of"):
+        data.dataset_info("cifar")
+
+
+def test_loading_in_background_returns_the_data_or_raises_its_error(data_env, monkeypatch):
+    from pt_kfgn import data
+
+    wait = data.load_dataset_in_background("curves", 4)
+    X, Y, loss, _ = wait()
+    np.testing.assert_array_equal(X, data.load_dataset("curves", 4)[0])
+    assert Y is X and loss == "bce"
+    monkeypatch.setattr(data, "load_mnist", lambda *a, **k: (_ for _ in ()).throw(data.DataError("no MNIST here")))
+    wait = data.load_dataset_in_background("mnist", 4)
+    with pytest.raises(data.DataError, match="no MNIST here"):
+        wait()
+    with pytest.raises(ValueError, match="n_train"):  # at once, not in the thread
+        data.load_dataset_in_background("mnist", 0)

@@ -70,6 +70,38 @@ def test_cli_trains_writes_log_and_plot_and_resumes(tmp_path, monkeypatch, data_
     assert [int(r["step"]) for r in read_log(out / "log.csv")] == [1, 2, 3, 4, 5]
 
 
+def test_cli_compiles_the_step_while_the_data_loads(tmp_path, monkeypatch):
+    """``pt-kfgn train`` builds the net from ``dataset_info`` and compiles its step on a batch of zeros while the
+    data loads (generating CURVES takes seconds).  Caught: with the data loaded before compiling, the loader
+    waits for a compilation that never starts and the run fails."""
+    import threading
+
+    import pt_kfgn.data as data_mod
+    from pt_kfgn.optim.kfgn import KFGN
+
+    compiling = threading.Event()
+    X = np.random.default_rng(0).random((60, 784))
+
+    def load(name, n_train=None, seed=0):
+        if not compiling.wait(20):
+            raise AssertionError("the data was loaded before the step compiled")
+        return X, X, "bce", "CURVES (test)"
+
+    real = KFGN.compile
+
+    def compile_(self, *a, **k):
+        compiling.set()
+        assert k["example"] == 20  # the size of a batch, not the data
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(data_mod, "load_dataset", load)
+    monkeypatch.setattr(KFGN, "compile", compile_)
+    assert main(["train", "--dataset", "curves", "--method", "kfra", "--steps", "2", "--n-train", "60",
+                 "--batch-size", "20", "--widths", "6,2", "--out", str(tmp_path), "--backend", "fast",
+                 "--no-progress", "--dtype", "float64"]) == 0
+    assert [int(r["step"]) for r in read_log(tmp_path / "log.csv")] == [1, 2]
+
+
 def test_cli_rejects_an_unknown_method(tmp_path):
     with pytest.raises(SystemExit):
         main(["train", "--method", "newton", "--out", str(tmp_path)])
@@ -189,7 +221,7 @@ def test_cli_resume_without_a_checkpoint_or_with_a_foreign_one_changes_nothing(t
     import pt_kfgn.data as data_mod
 
     orig = data_mod.load_dataset
-    data_mod.load_dataset = lambda name, n=None: mnist_data  # the CLI imports it from pt_kfgn.data at call time
+    data_mod.load_dataset = lambda name, n=None, seed=0: mnist_data  # looked up in pt_kfgn.data at call time
     try:
         assert main([*base, "--widths", "6,2", "--steps", "2", "--resume"]) == 2
         assert "no checkpoint" in capsys.readouterr().err and not out.exists()

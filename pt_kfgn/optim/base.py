@@ -96,14 +96,23 @@ class Optimizer:
             total += float(fn(X[i:i + chunk], Y[i:i + chunk])) * len(X[i:i + chunk])
         return total / len(X)
 
-    def dummy_batch(self):
-        """A valid batch of zeros (target 1 in the first output: valid for every loss), two points or one per
-        device."""
-        n = 2 if self.mesh is None else max(2, len(self.mesh.devices.flat))
+    def dummy_batch(self, n: int | None = None):
+        """A valid batch of ``n`` zeros (target 1 in the first output: valid for every loss); by default two
+        points or one per device."""
+        if n is None:
+            n = 2 if self.mesh is None else max(2, len(self.mesh.devices.flat))
+        elif isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"a batch size must be a positive integer, got {n!r}")
         X = np.zeros((n, self.net.sizes[0]), self.net.dtype)
         Y = np.zeros((n, self.net.sizes[-1]), self.net.dtype)
         Y[:, 0] = 1.0
         return X, Y
+
+    def example_batch(self, example=None):
+        """The batch :meth:`compile` runs: ``example`` checked, or :meth:`dummy_batch` of its size."""
+        if example is None or isinstance(example, (int, np.integer)):
+            return self.dummy_batch(example)
+        return self.check(*example)
 
     def compile(self, warm: bool = True, progress=None, example=None, background: bool = False):
         """Compile (and with ``warm``, JIT by one step) now rather than at the first step; every piece of state
@@ -116,14 +125,15 @@ class Optimizer:
             Run one step: Numba compiles at the first call, and JAX for each new batch shape.
         progress : callable, optional
             Receives a message before each compilation.
-        example : (X, Y), optional
-            A batch of the size training will use (JAX specialises on it); default :meth:`dummy_batch`.
+        example : (X, Y) or int, optional
+            A batch of the size training will use (JAX specialises on it), or that size alone (a batch of zeros,
+            so that compilation need not wait for the data); default :meth:`dummy_batch`.
         """
         if progress is not None:
             progress(f"compiling {self.name}")
         if warm:
             state = self.state_dict()
-            self.step(*(self.check(*example) if example is not None else self.dummy_batch()))
+            self.step(*self.example_batch(example))
             self.load_state_dict(state)
         return self
 

@@ -320,15 +320,15 @@ class KFGN(Optimizer):
     def compile(self, warm: bool = True, progress=None, example=None, background: bool = False):
         """Compile every step kind now (otherwise each on first use); see :meth:`Optimizer.compile`.
 
-        With ``warm``, each kind runs once on ``example`` (default a dummy two-point batch) and every shared
-        variable (parameters, damping, caches, RNG) is restored afterwards.
+        With ``warm``, each kind runs once on ``example`` (a batch or its size; default a dummy two-point
+        batch) and every shared variable (parameters, damping, caches, RNG) is restored afterwards.
 
         With ``background`` (JAX, one device), only the kind of the first step is compiled now; the others
         (the ``T₁`` trial-loss kind, the ``T₂`` γ-search kind, ...) are built and JIT-compiled by a background
         thread while the first steps run, by calling their jitted functions on copies of the inputs (no state
         changes) [ours].  A step that needs a kind still compiling waits for it.
         """
-        X, Y = self.check(*example) if example is not None else self.dummy_batch()
+        X, Y = self.example_batch(example)
         kinds = schedule.all_kinds(self)
         if background and self.backend == "jax" and self.mesh is None and warm:
             self.t += 1  # the kind of the next step
