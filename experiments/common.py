@@ -11,7 +11,7 @@ import numpy as np
 from pt_kfgn.data import load_dataset
 from pt_kfgn.graph.layers import build_net
 from pt_kfgn.optim import make_optimizer
-from pt_kfgn.train import read_log, train
+from pt_kfgn.train import log_file, read_log, train
 
 PAPER_WIDTHS = (1000, 500, 250, 30)
 
@@ -25,7 +25,7 @@ def run(method: str, X, Y, loss: str, *, out: Path, steps: int, widths=PAPER_WID
     With ``resume``, a run continues from ``out``'s checkpoint up to ``steps`` (or is only summarised when
     it is already there); the summary is then read from the whole log."""
     done = Path(out) / "summary.json"
-    if resume and done.exists() and (Path(out) / "log.csv").exists():
+    if resume and done.exists() and log_file(out) is not None:
         rows = read_log(Path(out) / "log.csv")
         if rows and int(rows[-1]["step"]) >= steps:  # finished: nothing to compile or train
             return json.loads(done.read_text())
@@ -79,7 +79,7 @@ def mean_curve(logs: list[list[dict]]) -> list[dict]:
 
 
 def logs_of(out: Path, names) -> dict:
-    return {name: read_log(out / name / "log.csv") for name in names if (out / name / "log.csv").exists()}
+    return {name: read_log(out / name / "log.csv") for name in names if log_file(out / name) is not None}
 
 
 def dataset(name: str, n_train=None):

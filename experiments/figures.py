@@ -43,7 +43,7 @@ from pt_kfgn.graph.layers import build_net
 from pt_kfgn.optim import make_optimizer
 from pt_kfgn.optim.first_order import halving_schedule
 from pt_kfgn.plotting import plot_damping, plot_logs
-from pt_kfgn.train import read_log
+from pt_kfgn.train import log_file, read_log
 
 PROBLEMS = {
     "curves": dict(figure="figure2", methods=("kfra", "kfac"), autoencoder=True, n_train=20000),
@@ -134,8 +134,8 @@ def measure_steps(problem: str, cfg: dict, out: Path) -> dict:
 
 def _last_step(run_dir: Path) -> int:
     """The last logged update (a run's last update is logged, then checkpointed)."""
-    log = run_dir / "log.csv"
-    if not log.exists():
+    log = log_file(run_dir)
+    if log is None:
         return 0
     rows = read_log(log)
     return int(rows[-1]["step"]) if rows else 0
@@ -166,7 +166,7 @@ def _copy_run(src: Path, dst: Path, c: dict) -> None:
     continues, its own decay period acts from its checkpoint on.  ``copied_from.json`` says so (its
     ``wall_time`` column up to there is the source's own clock)."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("log.csv", "checkpoint.npz"):
+    for name in (log_file(src).name, "checkpoint.npz"):
         shutil.copyfile(src / name, dst / name)
     note = {"source": src.name, "updates": _last_step(dst), "lr": c["lr"], "decay_period": c["decay_period"]}
     (dst / COPIED).write_text(json.dumps(note, indent=2))
@@ -226,7 +226,7 @@ def run_problem(problem: str, cfg: dict, out: Path, seeds=None, second_order_onl
 
 def _seeds_curves(d: Path, m: str, cfg: dict, step_s: float) -> dict:
     """The curves of a second-order method's seed runs that have a log: ``{seed folder: curve}``."""
-    return {r.name: _curve(r, step_s) for r in seed_dirs(d, m, cfg) if (r / "log.csv").exists() and read_log(r / "log.csv")}
+    return {r.name: _curve(r, step_s) for r in seed_dirs(d, m, cfg) if log_file(r) is not None and read_log(r / "log.csv")}
 
 
 def _curve(run_dir: Path, step_s: float) -> list[dict]:
@@ -257,7 +257,7 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
     total = cfg["steps"] * cfg["adam_factor"]
     entry = lambda curve, m, s: {
         "updates": int(curve[-1]["step"]), "step_seconds": s, "wall_seconds": curve[-1]["wall_time"],
-        "train_seconds": read_log(d / m / "log.csv")[-1]["wall_time"] if (d / m / "log.csv").exists() else None,
+        "train_seconds": read_log(d / m / "log.csv")[-1]["wall_time"] if log_file(d / m) is not None else None,
         "final_train_loss": curve[-1]["train_loss"], "final_avg_train_loss": curve[-1].get("avg_train_loss"),
         "curve": [[r["step"], r["train_loss"], r.get("avg_train_loss")] for r in curve]}
     methods, curves, bands = {}, {}, {}
@@ -275,13 +275,13 @@ def summarise(problem: str, cfg: dict, out: Path) -> dict:
         methods[m]["final_min"], methods[m]["final_max"] = min(finals), max(finals)
         if len(done) > 1:
             bands[f"{m.upper()} seeds (min–max)"] = list(done.values())
-    if (d / "adam_default" / "log.csv").exists() and read_log(d / "adam_default" / "log.csv"):
+    if log_file(d / "adam_default") is not None and read_log(d / "adam_default" / "log.csv"):
         curves["adam_default"] = _curve(d / "adam_default", step_s["adam"])
         methods["adam_default"] = entry(curves["adam_default"], "adam_default", step_s["adam"])
     grid = []
     for c in adam_grid(cfg):
         r = d / "adam" / c["tag"]
-        if (r / "log.csv").exists() and read_log(r / "log.csv"):
+        if log_file(r) is not None and read_log(r / "log.csv"):
             cur = _curve(r, step_s["adam"])
             grid.append({**c, "updates": int(cur[-1]["step"]), "final_train_loss": cur[-1]["train_loss"],
                          "curve": cur})
@@ -386,7 +386,7 @@ def plot(d: Path, curves: dict, bands: dict, methods: dict, label: str, cfg: dic
     for x, name in (("step", "loss_vs_update.png"), ("wall_time", "loss_vs_wall_time.png")):
         plot_logs(logs, d / name, title=f"{label}: training error", x=x, note=note, bands=bands)
     runs = {f"{names.get(m, m)} {r.name}": read_log(r / "log.csv") for m in PROBLEMS_OF[d.name]
-            for r in seed_dirs(d, m, cfg) if (r / "log.csv").exists()}
+            for r in seed_dirs(d, m, cfg) if log_file(r) is not None}
     if runs:  # the damping of every second-order run: what a researcher reads first
         plot_damping(runs, d / "damping.png", title=f"{label}: damping (Appendix B)", eta=1e-5)
 

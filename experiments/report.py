@@ -3,7 +3,9 @@ written by hand): per problem and method, the seeds, the final training error (m
 θ̄'s, the error at equal updates and at Adam-best's wall clock, the time to Adam-best's final error, and the
 paper's claim beside it.  Written to ``results/RESULTS.md``.
 
-    python -m experiments.report --results results
+    python -m experiments.report --results results [--compress-logs]
+
+``--compress-logs`` first replaces every per-step ``log.csv`` by ``log.csv.gz``, the form ``results/`` commits.
 """
 
 from __future__ import annotations
@@ -71,7 +73,20 @@ def main(results="results") -> str:
     return text
 
 
+def compress_logs(results="results") -> list[Path]:
+    """Replace every per-step ``log.csv`` under ``results`` by ``log.csv.gz`` (:func:`pt_kfgn.train.compress_log`):
+    the committed form of the raw logs.  Every reader, and a resumed run, takes either."""
+    from pt_kfgn.train import compress_log
+
+    return [compress_log(p.parent) for p in sorted(Path(results).rglob("log.csv"))]
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default="results")
-    print(main(p.parse_args().results))
+    p.add_argument("--compress-logs", action="store_true",
+                   help="first replace every log.csv under --results by log.csv.gz (what is committed)")
+    a = p.parse_args()
+    if a.compress_logs:
+        print(f"compressed {len(compress_logs(a.results))} logs")
+    print(main(a.results))

@@ -70,14 +70,18 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    if not path.exists():
+    """Keep the rows of ``path`` up to ``step``; a log compressed by :func:`compress_log` becomes ``log.csv``
+    again, so that the resumed run appends to it."""
+    source = log_file(path.parent)
+    if source is None:
         return
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
+    rows = [r for r in _log_rows(source) if int(r["step"]) <= step]
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=LOG_FIELDS, restval="", extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
+    if source != path:
+        source.unlink()
 
 
 def warn_subnormal(X, dtype: str) -> int:
@@ -197,7 +201,48 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
     return rows
 
 
+def log_file(run_dir) -> Path | None:
+    """A run folder's log: ``log.csv``, else ``log.csv.gz`` (compressed by :func:`compress_log`); None without
+    either."""
+    for name in (LOG, LOG + ".gz"):
+        if (Path(run_dir) / name).exists():
+            return Path(run_dir) / name
+    return None
+
+
+def compress_log(run_dir) -> Path | None:
+    """Replace ``run_dir/log.csv`` by ``log.csv.gz`` (byte-identical for identical logs: no timestamp); readers
+    and a resumed run take either.  Returns the compressed file, or None when there is no ``log.csv``."""
+    import gzip
+    import os
+
+    src = Path(run_dir) / LOG
+    if not src.exists():
+        return None
+    dst = src.with_name(LOG + ".gz")
+    tmp = dst.with_name(dst.name + ".tmp")
+    with open(src, "rb") as fh, open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                                          mtime=0, compresslevel=9) as gz:
+        gz.write(fh.read())
+    os.replace(tmp, dst)
+    src.unlink()
+    return dst
+
+
+def _log_rows(path: Path) -> list[dict]:
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def read_log(path) -> list[dict]:
-    """The CSV log as a list of dicts of floats (empty strings become None)."""
-    with open(path, newline="") as fh:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(fh)]
+    """The CSV log as a list of dicts of floats (empty strings become None).
+
+    ``path`` is a log or a run folder; a ``log.csv`` that :func:`compress_log` replaced is read from its
+    ``log.csv.gz``."""
+    path = Path(path)
+    found = log_file(path) if path.is_dir() else (
+        path if path.exists() or path.name != LOG else log_file(path.parent) or path)
+    return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in _log_rows(found)]

@@ -271,3 +271,30 @@ def test_compare_trains_each_method_from_the_same_start_and_tabulates(tmp_path):
         np.testing.assert_array_equal(W0, W1)
     with pytest.raises(ValueError, match="not compared"):
         pk.compare(net, "bce", X, X, methods=["kfra"], options={"adam": {}})
+
+
+def test_a_compressed_log_is_read_and_a_resumed_run_continues_it(tmp_path):
+    """``results/`` commits the per-step logs as ``log.csv.gz`` (issue 26).  Caught: with the resume not
+    reading the compressed log, the continued run's ``log.csv`` held steps 5-6 only, without a header."""
+    from pt_kfgn.train import compress_log, log_file
+
+    X = _data()
+
+    def opt():
+        return make_optimizer("kfra", build_net(30, 30, [8, 3], "tanh", 0, "float64", True), "bce", backend="fast")
+
+    train(opt(), X, X, 4, batch_size=64, out_dir=tmp_path, checkpoint_every=4, progress=False)
+    rows = read_log(tmp_path / "log.csv")
+    raw = (tmp_path / "log.csv").read_bytes()
+    gz = compress_log(tmp_path)
+    assert gz.name == "log.csv.gz" and not (tmp_path / "log.csv").exists() and log_file(tmp_path) == gz
+    np.testing.assert_equal(read_log(tmp_path / "log.csv"), rows)  # (ρ is NaN on steps without a trial loss)
+    np.testing.assert_equal(read_log(tmp_path), rows)
+    first = gz.read_bytes()
+    (tmp_path / "log.csv").write_bytes(raw)
+    assert compress_log(tmp_path).read_bytes() == first  # no timestamp: the same log compresses the same
+    train(opt(), X, X, 6, batch_size=64, out_dir=tmp_path, checkpoint_every=2, progress=False, resume=True)
+    assert log_file(tmp_path) == tmp_path / "log.csv" and not gz.exists()
+    resumed = read_log(tmp_path)
+    assert [int(r["step"]) for r in resumed] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_equal(resumed[:4], rows)
