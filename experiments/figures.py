@@ -22,7 +22,8 @@ Each method runs on the backend that is fastest for it (``BACKENDS``; README "Pe
     python -m experiments.figures --full --problems curves --plot-only --out results
 
 Writes ``<out>/figure2/<dataset>/`` and ``<out>/figure3/mnist-oddeven/``: ``summary.json``, ``loss_vs_update.png``,
-``loss_vs_wall_time.png`` and one folder per run (``log.csv``, ``summary.json``; checkpoints are not committed).
+``loss_vs_wall_time.png`` and one folder per run (``log.csv``, ``summary.json``; checkpoints are not committed, and
+the logs are committed as ``log.csv.gz``: ``python -m experiments.report --compress-logs``).
 """
 
 from __future__ import annotations
