@@ -58,3 +58,33 @@ def test_bad_arguments_are_named():
         pk.kfgn_updates(net.output, y, "mse", "kfra", lam=np.ones(2))
     with pytest.raises(ValueError, match="targets"):
         pk.kfgn_updates(net.output, pt.vector("y", dtype="float64"), "mse", "kfra", lam=1.0)
+
+
+def test_gamma_candidates_take_the_lowest_model_and_the_trial_gives_rho():
+    """A sequence of γ is eq. 43's greedy search (what KFGN's γ-search kind passes): the step equals the
+    single-γ step whose model change is lowest, and ``trial`` gives ρ = (f(θ + α*δ) − f(θ)) / model change
+    measured by a separate function.  Caught: the choice fixed to the first candidate (sabotage)."""
+    net = pk.mlp([4, 5, 3, 3], ["tanh", "sigmoid", "identity"], seed=7, dtype="float64")
+    X, Y = make_batch("bce", 9, 4, 3, seed=3)
+    y = pt.matrix("y", dtype="float64")
+    start = net.get_params()
+    gammas = [0.3, 3.0, 1e-3]
+    single = []
+    for g in gammas:
+        net.set_params(start)
+        updates, info = pk.kfgn_updates(net.output, y, "bce", "kfra", lam=0.4, gamma=g, eta=1e-3)
+        step = pytensor.function([net.X, y], info["model_change"], updates=updates, mode="FAST_COMPILE")
+        theta0 = _flat(net)
+        single.append((float(step(X, Y)), _flat(net) - theta0))
+    best = int(np.argmin([m for m, _ in single]))
+    assert best != 0  # the check below would pass with the first candidate fixed
+    net.set_params(start)
+    updates, info = pk.kfgn_updates(net.output, y, "bce", "kfra", lam=0.4, gamma=gammas, eta=1e-3, trial=True)
+    step = pytensor.function([net.X, y], [info["gamma"], info["model_change"], info["rho"]], updates=updates,
+                             mode="FAST_COMPILE")
+    objective = pytensor.function([net.X, y], info["objective"], mode="FAST_COMPILE")
+    theta0, f0 = _flat(net), objective(X, Y)
+    gamma, change, rho = step(X, Y)
+    assert gamma == gammas[best] and change == pytest.approx(single[best][0], rel=1e-12)
+    np.testing.assert_allclose(_flat(net) - theta0, single[best][1], rtol=1e-12, atol=1e-15)
+    assert rho == pytest.approx((objective(X, Y) - f0) / change, rel=1e-10)

@@ -35,13 +35,13 @@ import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
 
 from pt_kfgn.backend import floatx
-from pt_kfgn.curvature.factors import KRONECKER, check_memory, factor_sizes
+from pt_kfgn.curvature.factors import check_memory, factor_sizes
 from pt_kfgn.graph.losses import new_rng, noise_input
 from pt_kfgn.optim import adaptation as rules
 from pt_kfgn.optim import schedule, stages
 from pt_kfgn.optim.base import Optimizer, regularised_objective
-
-KFGN_METHODS = (*KRONECKER, "blockdiag-exact")
+from pt_kfgn.optim.symbolic import METHODS as KFGN_METHODS
+from pt_kfgn.optim.symbolic import kfgn_updates
 
 
 def _jit_warm(fn, args) -> None:
@@ -219,13 +219,13 @@ class KFGN(Optimizer):
         return factors, updates
 
     def _build(self, kind: tuple):
-        """Compile one step kind ``(refresh_factors, refresh_inverse, n_gamma, trial)``."""
+        """Compile one step kind ``(refresh_factors, refresh_inverse, n_gamma, trial)``: the step of
+        :func:`pt_kfgn.optim.symbolic.kfgn_updates` on this kind's factors, γ candidates and cached inverses,
+        plus the state that spans steps (averages, caches, the rollback copy)."""
         refresh_factors, refresh_inverse, n_gamma, trial = kind
         X, y, params, eta = self.net.X, self.y, self.params, self.eta
         fx = self.net.dtype
         k_ema, zeta_t = pt.scalar("k_ema", dtype=fx), pt.scalar("zeta_t", dtype=fx)
-        Ebar, f0 = regularised_objective(self.loss, self.chain, y, eta)
-        grads = pt.grad(f0, params)
         factors, updates = self._current_factors(y, refresh_factors, k_ema)
         gammas = [self.gamma] if n_gamma == 1 else rules.gamma_candidates(
             self.gamma, np.asarray(eta, fx), np.asarray(self.omega2, fx),
@@ -233,33 +233,23 @@ class KFGN(Optimizer):
         # amortised inverses are kept explicit, so that the steps reusing them apply two GEMMs per layer; a γ
         # search solves each candidate by Cholesky and inverts only the chosen one (below) [ours, measured]
         explicit = bool(self._inverse_state) and n_gamma == 1
-        candidates = []
-        for g in gammas:
-            if self.method == "blockdiag-exact":
-                deltas = stages.direction(self.chain, factors, grads, exact_blocks_eps=g + eta)
-                inverse = []
-            elif refresh_inverse or n_gamma > 1:
-                inverse = stages.damped_inverse(factors, g + eta, explicit)
-                deltas = stages.direction(self.chain, inverse, grads, explicit=explicit)
-            else:
-                inverse = [tuple(self._inverse_state[2 * i:2 * i + 2]) for i in range(len(factors))]
-                deltas = stages.direction(self.chain, inverse, grads, explicit=True)
-            model = stages.quadratic_model(self.chain, self.loss, y, params, grads, deltas, self.lam, eta,
-                                           self.alpha_max)
-            candidates.append((deltas, model, inverse))
-        deltas, model, new_gamma, best = stages.choose_damping([c[:2] for c in candidates], gammas)
-        new_params = [p + model.alpha * d for p, d in zip(params, deltas)]
-        f_new = clone_replace(f0, replace=dict(zip(params, new_params))) if trial else None
+        cached = None
+        if self.method != "blockdiag-exact" and not (refresh_inverse or n_gamma > 1):
+            cached = [tuple(self._inverse_state[2 * i:2 * i + 2]) for i in range(len(factors))]
         n = len(params)
         spike = None
         if self._rollback and self.rollback_factor is not None:  # the last step, judged on this fresh batch
+            Ebar = regularised_objective(self.loss, self.chain, y, eta)[0]  # merged with the step's when compiled
             E_prev = clone_replace(Ebar, replace=dict(zip(params, self._prev[:n])))
             spike = pt.eq(self._has_prev, 1) & rules.loss_spike(Ebar, E_prev, np.asarray(self.rollback_factor, fx))
-        status = stages.step_status(f0, model, f_new, self.reject_increase, spike)
+        step, info = kfgn_updates(self.chain, y, self.loss, self.method, lam=self.lam, gamma=gammas, eta=eta,
+                                  alpha_max=self.alpha_max, factors=factors, inverse=cached, explicit=explicit,
+                                  trial=trial, reject_increase=self.reject_increase, spike=spike)
+        status, new_gamma = info["status"], info["gamma"]
         ok = pt.eq(status, 0)
         rollback = (pt.eq(status, 1) | pt.eq(status, 6)) & pt.eq(self._has_prev, 1) if self._rollback else None
-        for i, (p, p_new, avg) in enumerate(zip(params, new_params, self.averaged)):
-            kept = pt.switch(ok, p_new, p)
+        for i, (p, avg) in enumerate(zip(params, self.averaged)):
+            kept = step[p]
             new_avg = pt.switch(ok, zeta_t * avg + (1 - zeta_t) * kept, avg)
             if rollback is not None:
                 prev_p, prev_avg = self._prev[i], self._prev[n + i]
@@ -273,17 +263,17 @@ class KFGN(Optimizer):
             for s, m in zip(self._factor_state, [m for pair in factors for m in pair]):
                 updates[s] = pt.switch(ok, m, s)
         if self._inverse_state and (refresh_inverse or n_gamma > 1):
-            inverse = candidates[0][2] if best is None else stages.damped_inverse(factors, new_gamma + eta, True)
+            inverse = info["inverse"] if n_gamma == 1 else stages.damped_inverse(factors, new_gamma + eta, True)
             for s, m in zip(self._inverse_state, [m for pair in inverse for m in pair]):
                 updates[s] = pt.switch(ok, m, s)
         updates[self.gamma] = pt.switch(ok, new_gamma, self.gamma)
-        rho = rules.reduction_ratio(f_new, f0, model.model_change) if trial else pt.constant(np.nan, dtype=fx)
-        pis = stages.trace_norm_pis(factors) if self.method != "blockdiag-exact" else []
         nan = pt.constant(np.nan, dtype=fx)
+        pis = stages.trace_norm_pis(factors) if self.method != "blockdiag-exact" else []
         pi_min, pi_max = (pt.min(pt.stack(pis)), pt.max(pt.stack(pis))) if pis else (nan, nan)
-        named = {"loss": Ebar, "objective": f0, "new_objective": f_new if trial else nan, "alpha": model.alpha,
-                 "model_change": model.model_change, "rho": rho, "status": status, "gamma": new_gamma,
-                 "pi_min": pi_min, "pi_max": pi_max}
+        named = {"loss": info["loss"], "objective": info["objective"],
+                 "new_objective": info["new_objective"] if trial else nan, "alpha": info["alpha"],
+                 "model_change": info["model_change"], "rho": info["rho"] if trial else nan, "status": status,
+                 "gamma": new_gamma, "pi_min": pi_min, "pi_max": pi_max}
         if rollback is not None:
             named["rollback"] = rollback
         if spike is not None:
