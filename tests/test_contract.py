@@ -139,3 +139,50 @@ def test_numpy_in_and_out_on_jax_and_a_second_optimiser_on_the_same_net(tmp_path
     pk.train(kfra, X, Y, 2, batch_size=8, progress=False)
     f = pytensor.function([net.X], net.output)  # the user's own function, default mode
     assert f(X).shape == (16, 3)
+
+
+def _module_imports(root):
+    """``{module: modules of the package it imports at module level}`` (imports inside functions run later)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(root)
+    mods = {}
+    for f in root.rglob("*.py"):
+        parts = f.relative_to(root.parent).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    edges = {}
+    for name, f in mods.items():
+        out = set()
+        for node in ast.parse(f.read_text()).body:
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                out |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                        for a in node.names}
+        edges[name] = {m for m in out if m in mods and m != name}
+    return edges
+
+
+def test_no_import_cycle_inside_the_package():
+    """One dependency direction (issue 26: ``backend`` and ``sharding`` imported each other).  Caught: a
+    module-level ``import pt_kfgn.sharding`` appended to ``pt_kfgn/backend/__init__.py``."""
+    from pathlib import Path
+
+    edges = _module_imports(Path(__file__).resolve().parents[1] / "pt_kfgn")
+    assert "pt_kfgn.backend" in edges and "pt_kfgn.backend" in edges["pt_kfgn.sharding"]
+    state, cycles = {}, []
+
+    def visit(m, path):
+        state[m] = "open"
+        for n in sorted(edges[m]):
+            if state.get(n) == "open":
+                cycles.append(path[path.index(n):] + [n])
+            elif n not in state:
+                visit(n, [*path, n])
+        state[m] = "done"
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []
