@@ -33,8 +33,8 @@ def run(method: str, X, Y, loss: str, *, out: Path, steps: int, widths=PAPER_WID
     opt = make_optimizer(method, net, loss, seed=seed, backend=backend, lr=lr, decay_period=decay_period,
                          **opt_kwargs)
     t0 = time.perf_counter()
-    n = min(batch_size, len(X))  # compile every step kind now, at the batch size: wall time is training time only
-    opt.compile(example=(X[:n], Y[:n]))
+    n = min(batch_size, len(X))  # compile the step kinds now, at the batch size: wall time is training time only
+    opt.compile(example=(X[:n], Y[:n]), steps=steps)  # the kinds steps 1 … steps use
     compile_seconds = time.perf_counter() - t0
     rows = train(opt, X, Y, steps, batch_size=batch_size, seed=seed, out_dir=out, eval_every=eval_every,
                  checkpoint_every=checkpoint_every or max(eval_every, 50), progress=False, time_limit=time_limit,

@@ -116,7 +116,7 @@ def measure_steps(problem: str, cfg: dict, out: Path) -> dict:
                         PROBLEMS[problem]["autoencoder"])
         opt = make_optimizer(method, net, loss, backend=_backend(cfg, method))
         t = time.perf_counter()
-        opt.compile(example=(Xb, Yb))
+        opt.compile(example=(Xb, Yb), steps=reps + 1)
         compile_s = time.perf_counter() - t
         opt.step(Xb, Yb)
         ts = []
@@ -142,9 +142,10 @@ def _last_step(run_dir: Path) -> int:
     return int(rows[-1]["step"]) if rows else 0
 
 
-def _train(problem, cfg, data, method, run_dir: Path, steps: int, backend: str, **kw) -> None:
+def _train(problem, cfg, data, method, run_dir: Path, steps: int, backend: str, **kw) -> bool:
+    """Train one run up to ``steps`` (resuming it); False when it was already there."""
     if _last_step(run_dir) >= steps:
-        return
+        return False
     X, Y, loss, _ = data
     t = time.perf_counter()
     run(method, X, Y, loss, out=run_dir, steps=steps, widths=cfg["widths"], autoencoder=PROBLEMS[problem]["autoencoder"],
@@ -152,6 +153,7 @@ def _train(problem, cfg, data, method, run_dir: Path, steps: int, backend: str, 
         X_eval=X[:cfg["eval_n"]], Y_eval=Y[:cfg["eval_n"]], resume=True, checkpoint_every=100, **kw)
     print(f"{problem} {run_dir.relative_to(run_dir.parents[1])}: {steps} updates ({time.perf_counter() - t:.0f} s)",
           flush=True)
+    return True
 
 
 def _trajectory_key(c: dict, steps: int) -> tuple:
@@ -198,8 +200,8 @@ def run_problem(problem: str, cfg: dict, out: Path, seeds=None, second_order_onl
     backends = _measured_backends(d, cfg)
     for k in cfg["seeds"] if seeds is None else seeds:
         for m in PROBLEMS[problem]["methods"]:
-            _train(problem, cfg, data, m, d / m / f"seed{k}", cfg["steps"], backends[m], seed=k)
-            summarise(problem, cfg, out)
+            if _train(problem, cfg, data, m, d / m / f"seed{k}", cfg["steps"], backends[m], seed=k):
+                summarise(problem, cfg, out)  # partial results are readable while the suite goes on
     if second_order_only:
         return summarise(problem, cfg, out)
     total = cfg["steps"] * cfg["adam_factor"]
@@ -209,19 +211,22 @@ def run_problem(problem: str, cfg: dict, out: Path, seeds=None, second_order_onl
         alive = alive[:keep]
         steps = max(1, round(frac * total))
         trained = {}  # (lr, decay period or None when it does not halve before `steps`) -> the run trained so far
+        changed = False
         for c in alive:
             run_dir = d / "adam" / c["tag"]
             twin = trained.get(_trajectory_key(c, steps))
             if twin is not None and _last_step(twin) == steps and _last_step(run_dir) < steps:
                 _copy_run(twin, run_dir, c)
+                changed = True
             else:
-                _train(problem, cfg, data, "adam", run_dir, steps, backends["adam"], lr=c["lr"],
-                       decay_period=c["decay_period"])
+                changed |= _train(problem, cfg, data, "adam", run_dir, steps, backends["adam"], lr=c["lr"],
+                                  decay_period=c["decay_period"])
             trained.setdefault(_trajectory_key(c, steps), run_dir)
         alive.sort(key=lambda c: _final(d / "adam" / c["tag"], steps))
         for c in alive[cfg["rungs"][i + 1][0] if i + 1 < len(cfg["rungs"]) else keep:]:
             (d / "adam" / c["tag"] / "checkpoint.npz").unlink(missing_ok=True)  # out of the race: no resume needed
-        summarise(problem, cfg, out)  # partial results are readable while the suite goes on
+        if changed and i + 1 < len(cfg["rungs"]):  # partial results (the last rung's: below)
+            summarise(problem, cfg, out)
     return summarise(problem, cfg, out)
 
 

@@ -64,7 +64,8 @@ def cmd_train(args) -> int:
     t0 = time.perf_counter()  # compiled before the clock starts: the log's wall time counts training only
     # on a batch of zeros of the training batch's size, while the data loads [ours]
     opt.compile(progress=lambda msg: print(msg, flush=True), example=min(args.batch_size, args.n_train or
-                                                                          args.batch_size), background=True)
+                                                                          args.batch_size), background=True,
+                steps=args.steps)
     pending = getattr(opt, "compiling", 0)
     print(f"compiled in {time.perf_counter() - t0:.1f} s" +
           (f"; {pending} rarer step kind(s) compile in the background while the first steps run" if pending else ""),

@@ -66,7 +66,7 @@ def compare(net, loss, X, Y, methods=("kfra", "kfac", "adam"), steps: int = 100,
             net.set_params(start)
             opt = make_optimizer(m, net, loss, seed=seed, **options.get(m, {}))
             t = time.perf_counter()
-            opt.compile(example=(X[:n], Y[:n]))
+            opt.compile(example=(X[:n], Y[:n]), steps=n_steps)
             compile_s = time.perf_counter() - t
             every = eval_every or max(1, n_steps // 20)
             logs[m] = train(opt, X, Y, n_steps, batch_size=batch_size, seed=seed, eval_every=every,

@@ -87,6 +87,22 @@ def test_nothing_is_compiled_after_compile(method, monkeypatch):
     assert calls == []
 
 
+@pytest.mark.parametrize(("steps", "kinds"), [(4, 1), (5, 2), (19, 2), (20, 3), (None, 3)])
+def test_a_short_run_compiles_only_the_kinds_its_steps_use(steps, kinds, monkeypatch):
+    """``compile(steps=n)``: steps 1 … n run without compiling anything more, and nothing they cannot use is
+    compiled (no trial-loss kind before T₁ = 5, no γ search before T₂ = 20).  Caught: the trial kind left out at
+    ``steps = T₁`` (an off-by-one in the filter: step 5 compiled it)."""
+    _net, opt, X = _problem("kfra")
+    opt.compile(steps=steps)
+    assert len(opt._fns) == kinds
+    calls = []
+    real = pytensor.function
+    monkeypatch.setattr(pytensor, "function", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for _ in range(steps or 21):
+        opt.step(X, X)
+    assert calls == []
+
+
 def test_the_readme_usage_section_runs_as_written(data_env):
     import re
     from pathlib import Path

@@ -114,10 +114,11 @@ class Optimizer:
             return self.dummy_batch(example)
         return self.check(*example)
 
-    def compile(self, warm: bool = True, progress=None, example=None, background: bool = False):
+    def compile(self, warm: bool = True, progress=None, example=None, background: bool = False,
+                steps: int | None = None):
         """Compile (and with ``warm``, JIT by one step) now rather than at the first step; every piece of state
-        is restored afterwards.  ``background``: see :meth:`pt_kfgn.optim.kfgn.KFGN.compile` (one function here:
-        nothing to defer).
+        is restored afterwards.  ``background`` and ``steps``: see :meth:`pt_kfgn.optim.kfgn.KFGN.compile` (one
+        function here: nothing to defer or leave out).
 
         Parameters
         ----------

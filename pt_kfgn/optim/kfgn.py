@@ -307,8 +307,12 @@ class KFGN(Optimizer):
                     self._fns[kind] = self._build(kind)
         return self._fns[kind]
 
-    def compile(self, warm: bool = True, progress=None, example=None, background: bool = False):
+    def compile(self, warm: bool = True, progress=None, example=None, background: bool = False,
+                steps: int | None = None):
         """Compile every step kind now (otherwise each on first use); see :meth:`Optimizer.compile`.
+
+        With ``steps`` (the number of the last step training will run), only the kinds that steps up to it can
+        use (:func:`pt_kfgn.optim.schedule.all_kinds`): a short run compiles no trial-loss or γ-search kind.
 
         With ``warm``, each kind runs once on ``example`` (a batch or its size; default a dummy two-point
         batch) and every shared variable (parameters, damping, caches, RNG) is restored afterwards.
@@ -319,7 +323,7 @@ class KFGN(Optimizer):
         changes) [ours].  A step that needs a kind still compiling waits for it.
         """
         X, Y = self.example_batch(example)
-        kinds = schedule.all_kinds(self)
+        kinds, rest = schedule.all_kinds(self, steps), []
         if background and self.backend == "jax" and self.mesh is None and warm:
             self.t += 1  # the kind of the next step
             first = schedule.next_kind(self)

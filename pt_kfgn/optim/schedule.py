@@ -33,8 +33,19 @@ def next_kind(opt) -> tuple:
     return StepKind(refresh_f, refresh_i, 1, opt.trial_every == 1 or t % opt.T1 == 0)
 
 
-def all_kinds(opt) -> list[tuple]:
-    """Every kind the configuration of ``opt`` can use (what ``KFGN.compile`` compiles)."""
+def all_kinds(opt, upto: int | None = None) -> list[tuple]:
+    """Every kind the configuration of ``opt`` can use (what ``KFGN.compile`` compiles); with ``upto``, those
+    that steps ``opt.t + 1 … upto`` can use: a run shorter than ``T₁`` needs no trial-loss kind, one shorter than
+    ``T₂`` no γ search (a kind needed after all is compiled on first use)."""
+    kinds = _all_kinds(opt)
+    if upto is None:
+        return kinds
+    trial = opt.trial_every == 1 or upto // opt.T1 > opt.t // opt.T1
+    search = upto // opt.T2 > opt.t // opt.T2
+    return [k for k in kinds if (k.n_gamma == 1 or search) and (k.trial == (opt.trial_every == 1) or trial)]
+
+
+def _all_kinds(opt) -> list[tuple]:
     trial_always, ce = opt.trial_every == 1, opt.curvature_every
     kinds = {StepKind(True, True, 1, trial_always), StepKind(True, True, 1, True)}
     if opt.gamma_search:
