@@ -202,3 +202,17 @@ def test_no_import_cycle_inside_the_package():
         if m not in state:
             visit(m, [m])
     assert cycles == []
+
+
+def test_a_kfgn_step_on_another_backend_imports_no_jax():
+    """JAX is imported only by what compiles with it (its import costs about a second on a fresh machine).
+    Caught: KFGN building its kinds on ``kfgn_updates`` itself, whose registration for PyTensor's stock JAX mode
+    imported JAX on a Numba or C run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pt_kfgn as pk; from pt_kfgn.optim import schedule; "
+            "opt = pk.KFGN(pk.mlp([3, 2, 3], ['tanh', 'identity']), 'mse', 'kfra', backend='fast'); "
+            "opt._fn(schedule.all_kinds(opt)[0]); print('jax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -41,7 +41,7 @@ from pt_kfgn.optim import adaptation as rules
 from pt_kfgn.optim import schedule, stages
 from pt_kfgn.optim.base import Optimizer, regularised_objective
 from pt_kfgn.optim.symbolic import METHODS as KFGN_METHODS
-from pt_kfgn.optim.symbolic import kfgn_updates
+from pt_kfgn.optim.symbolic import kfgn_step
 
 
 def _jit_warm(fn, args) -> None:
@@ -220,8 +220,8 @@ class KFGN(Optimizer):
 
     def _build(self, kind: tuple):
         """Compile one step kind ``(refresh_factors, refresh_inverse, n_gamma, trial)``: the step of
-        :func:`pt_kfgn.optim.symbolic.kfgn_updates` on this kind's factors, γ candidates and cached inverses,
-        plus the state that spans steps (averages, caches, the rollback copy)."""
+        ``pk.kfgn_updates`` (:func:`pt_kfgn.optim.symbolic.kfgn_step`) on this kind's factors, γ candidates and
+        cached inverses, plus the state that spans steps (averages, caches, the rollback copy)."""
         refresh_factors, refresh_inverse, n_gamma, trial = kind
         X, y, params, eta = self.net.X, self.y, self.params, self.eta
         fx = self.net.dtype
@@ -242,9 +242,9 @@ class KFGN(Optimizer):
             Ebar = regularised_objective(self.loss, self.chain, y, eta)[0]  # merged with the step's when compiled
             E_prev = clone_replace(Ebar, replace=dict(zip(params, self._prev[:n])))
             spike = pt.eq(self._has_prev, 1) & rules.loss_spike(Ebar, E_prev, np.asarray(self.rollback_factor, fx))
-        step, info = kfgn_updates(self.chain, y, self.loss, self.method, lam=self.lam, gamma=gammas, eta=eta,
-                                  alpha_max=self.alpha_max, factors=factors, inverse=cached, explicit=explicit,
-                                  trial=trial, reject_increase=self.reject_increase, spike=spike)
+        step, info = kfgn_step(self.chain, y, self.loss, self.method, lam=self.lam, gamma=gammas, eta=eta,
+                               alpha_max=self.alpha_max, factors=factors, inverse=cached, explicit=explicit,
+                               trial=trial, reject_increase=self.reject_increase, spike=spike)
         status, new_gamma = info["status"], info["gamma"]
         ok = pt.eq(status, 0)
         rollback = (pt.eq(status, 1) | pt.eq(status, 6)) & pt.eq(self._has_prev, 1) if self._rollback else None

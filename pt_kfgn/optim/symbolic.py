@@ -5,8 +5,8 @@
     updates, info = pk.kfgn_updates(h_L, y, "bce", method="kfra", lam=1.5)
     step = pytensor.function([x, y], [info["loss"], info["alpha"], info["status"]], updates=updates)
 
-:class:`pt_kfgn.optim.kfgn.KFGN` builds each of its step kinds on :func:`kfgn_updates` and keeps what needs
-state across steps: the λ rule (eq. 42), γ's candidates (eq. 43), cached factors and inverses, averaging,
+:class:`pt_kfgn.optim.kfgn.KFGN` builds each of its step kinds on :func:`kfgn_step`, the step
+:func:`kfgn_updates` returns, and keeps what needs state across steps: the λ rule (eq. 42), γ's candidates (eq. 43), cached factors and inverses, averaging,
 retries and the rollback.  ``lam`` and ``gamma`` may be PyTensor scalars or shared variables, so a user can
 adapt them in their own loop.
 """
@@ -97,8 +97,9 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
 
     The Kronecker factors' ``Gram`` op is registered with PyTensor's Numba and JAX dispatchers, so the
     updates compile in the stock modes as well as through :func:`pt_kfgn.backend.compile_function`.
-    :class:`pt_kfgn.optim.kfgn.KFGN` builds each of its step kinds on this function and adds what needs
-    state across steps: the λ rule, γ's candidates, cached factors and inverses, averaging and the rollback.
+    :class:`pt_kfgn.optim.kfgn.KFGN` builds each of its step kinds on this function's step (:func:`kfgn_step`)
+    and adds what needs state across steps: the λ rule, γ's candidates, cached factors and inverses, averaging
+    and the rollback.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
@@ -110,14 +111,7 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
     if method == "kfac" and noise is None and factors is None:
         raise ValueError("KFAC samples its targets: pass noise= (a symbolic matrix, N × "
                          "loss.noise_columns(d_L), fed from Loss.draw_noise)")
-    dtype = chain.output.dtype
-    lam = _scalar(lam, "lam", dtype)
-    gammas = [lam] if gamma is None else [_scalar(g, "gamma", dtype) for g in (
-        gamma if isinstance(gamma, list | tuple) else [gamma])]
-    if inverse is not None and len(gammas) != 1:
-        raise ValueError("cached inverses hold one γ: pass one gamma with inverse=")
-    eta_t = pt.constant(eta, dtype=dtype)
-    for backend in ("numba", "jax"):
+    for backend in ("numba", "jax"):  # what the stock modes need (compile_function prepares its own)
         try:
             gram.register(backend)
         except ImportError:  # the optional backend is not installed: its mode cannot be used anyway
@@ -126,6 +120,26 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
         jax_precision([chain.output, targets])
     except ImportError:
         pass
+    return kfgn_step(chain, targets, loss, method, lam=lam, gamma=gamma, eta=eta, noise=noise,
+                     alpha_max=alpha_max, factors=factors, inverse=inverse, explicit=explicit, trial=trial,
+                     reject_increase=reject_increase, spike=spike)
+
+
+def kfgn_step(chain, targets, loss, method: str = "kfra", *, lam, gamma=None, eta: float = 1e-5, noise=None,
+              alpha_max: float | None = None, factors=None, inverse=None, explicit: bool = False,
+              trial: bool = False, reject_increase: bool = False, spike=None):
+    """The step of :func:`kfgn_updates` (same arguments and returns), on a
+    :class:`~pt_kfgn.graph.walk.LayerGraph`, a :class:`~pt_kfgn.graph.losses.Loss` and a target matrix that the
+    caller has checked, without preparing PyTensor's stock modes (no JAX import):
+    :class:`~pt_kfgn.optim.kfgn.KFGN`, which compiles through :func:`pt_kfgn.backend.compile_function`, builds
+    its step kinds on it."""
+    dtype = chain.output.dtype
+    lam = _scalar(lam, "lam", dtype)
+    gammas = [lam] if gamma is None else [_scalar(g, "gamma", dtype) for g in (
+        gamma if isinstance(gamma, list | tuple) else [gamma])]
+    if inverse is not None and len(gammas) != 1:
+        raise ValueError("cached inverses hold one γ: pass one gamma with inverse=")
+    eta_t = pt.constant(eta, dtype=dtype)
     Ebar, f0 = regularised_objective(loss, chain, targets, eta)
     params = chain.params
     grads = pt.grad(f0, params)
