@@ -157,6 +157,7 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
         elif not resume or not ckpt.exists():
             with open(out / LOG, "w", newline="") as fh:
                 csv.DictWriter(fh, fieldnames=LOG_FIELDS).writeheader()
+            (out / (LOG + ".gz")).unlink(missing_ok=True)  # a run started afresh replaces a compressed log too
 
     def checkpoint(step):
         if out is not None:

@@ -298,3 +298,6 @@ def test_a_compressed_log_is_read_and_a_resumed_run_continues_it(tmp_path):
     resumed = read_log(tmp_path)
     assert [int(r["step"]) for r in resumed] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_equal(resumed[:4], rows)
+    compress_log(tmp_path)  # a run started afresh leaves no compressed log of the old one beside its own
+    train(opt(), X, X, 2, batch_size=64, out_dir=tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.glob("log.csv*")) == ["log.csv"] and len(read_log(tmp_path)) == 2

@@ -6,9 +6,9 @@
     step = pytensor.function([x, y], [info["loss"], info["alpha"], info["status"]], updates=updates)
 
 :class:`pt_kfgn.optim.kfgn.KFGN` builds each of its step kinds on :func:`kfgn_step`, the step
-:func:`kfgn_updates` returns, and keeps what needs state across steps: the λ rule (eq. 42), γ's candidates (eq. 43), cached factors and inverses, averaging,
-retries and the rollback.  ``lam`` and ``gamma`` may be PyTensor scalars or shared variables, so a user can
-adapt them in their own loop.
+:func:`kfgn_updates` returns, and keeps what needs state across steps: the λ rule (eq. 42), γ's candidates
+(eq. 43), cached factors and inverses, averaging, retries and the rollback.  ``lam`` and ``gamma`` may be
+PyTensor scalars or shared variables, so a user can adapt them in their own loop.
 """
 
 from __future__ import annotations
