@@ -48,7 +48,7 @@ def run(method: str, X, Y, loss: str, *, out: Path, steps: int, widths=PAPER_WID
                "diverged": bool(final and not np.isfinite(final[-1]["train_loss"])),
                "train_seconds": rows[-1]["wall_time"] if rows else 0.0,
                "total_seconds": time.perf_counter() - t0, "compile_seconds": compile_seconds, "rejected": getattr(opt, "rejected", 0),
-               "sizes": net.sizes}
+               "sizes": net.sizes, "options": opt_kwargs}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

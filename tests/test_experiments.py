@@ -201,3 +201,57 @@ def test_scaling_model():
         assert kfra[0]["allreduce_s"] == 0 and all(p["allreduce_s"] > 0 for p in kfra[1:])
         assert amortised[0]["allreduce_bytes"] < kfra[0]["allreduce_bytes"]  # factor statistics every 5 steps
         assert [p["devices"] for p in kfra] == list(DEVICES)
+
+
+def test_the_mixture_runs_use_the_curvature_moving_average_and_the_autoencoders_do_not(tmp_path, monkeypatch):
+    """Figure 3's second-order runs get the problem's options (the paper's factor moving average); Figure 2's none."""
+    import experiments.figures as fig
+
+    calls = []
+    monkeypatch.setattr(fig, "_data", lambda problem, cfg: None)
+    monkeypatch.setattr(fig, "measure_steps", lambda *a: None)
+    monkeypatch.setattr(fig, "_measured_backends", lambda d, cfg: dict(fig.BACKENDS))
+    monkeypatch.setattr(fig, "summarise", lambda *a: {})
+    monkeypatch.setattr(fig, "_train", lambda problem, cfg, data, m, run_dir, steps, backend, **kw:
+                        calls.append((problem, m, kw)) or False)
+    for problem in ("mnist-oddeven", "curves"):
+        fig.run_problem(problem, fig.CONFIGS["smoke"], tmp_path, second_order_only=True)
+    mixture = [kw for p, m, kw in calls if p == "mnist-oddeven"]
+    assert len(mixture) == 6 and all(kw["ema"] == 0.95 for kw in mixture)
+    assert all("ema" not in kw for p, m, kw in calls if p == "curves")
+
+
+def test_damping_criteria_read_a_log_as_issue_25_states_them():
+    """ε's moves after update 500, the raise of λ + η by each ρ < ¼ verdict, the spike onsets after update 700."""
+    from experiments.damping_criteria import criteria
+
+    eta, nan = 1e-5, float("nan")
+    rows = [{"step": t, "epsilon": 1e-3, "lambda": 1e-5, "rho": nan, "batch_loss": 1.0} for t in range(1, 1001)]
+    for t, e in ((300, 1e-4), (600, 2e-3), (700, 1e-3), (800, 5e-4)):  # 300: not counted; after 500: up, down, down
+        for r in rows[t - 1:]:
+            r["epsilon"] = e
+    rows[399]["rho"], rows[399]["lambda"] = 0.1, 2e-5    # a verdict that raised λ + η by 1.5 ×
+    rows[899]["rho"], rows[899]["lambda"] = -3.0, 2e-5   # one that left it (rows 899 and 900 both 2e-5 after it)
+    for r in rows[899:]:
+        r["lambda"] = 2e-5
+    rows[899]["rho"] = nan
+    rows[900]["rho"] = -3.0                               # ... so this verdict raised nothing
+    rows[749]["batch_loss"] = rows[750]["batch_loss"] = 9.0  # one onset (two spiking batches in a row)
+    rows[649]["batch_loss"] = 9.0                         # before update 700: not counted
+    c = criteria(rows, eta)
+    assert (c["epsilon_up"], c["epsilon_down"]) == (1, 2) and c["epsilon_adapts"]
+    assert c["epsilon_min_late"] == 1e-4 and c["lambda_min"] == 1e-5
+    assert c["verdicts_below_quarter"] == 2 and c["smallest_raise"] == pytest.approx(1.0)
+    assert c["spike_onsets_after_700"] == 1
+    rows[900]["rho"] = nan
+    assert criteria(rows, eta)["smallest_raise"] == pytest.approx(1.5)
+
+
+def test_curvature_ema_study_smoke(tmp_path):
+    """The autoencoder EMA study trains with ``ema`` and sets the run beside Figure 2's (none here: None)."""
+    from experiments.curvature_ema import main
+
+    res = main(["curves"], 3, tmp_path / "ema", results=tmp_path, config="smoke")
+    assert res["curves"]["with_ema"][3] is not None and res["curves"]["figure2_batch_factors"] is None
+    assert json.loads((tmp_path / "ema" / "curves" / "kfra_ema0.95_seed0" / "summary.json").read_text())[
+        "options"] == {"ema": 0.95}

@@ -1,0 +1,77 @@
+"""Does the damping adapt? Issue 25's criteria, read from every second-order run's ``log.csv``.
+
+Per run: how often ε (the damping added to the Kronecker factors) went up and down after update 500 and its
+smallest value there (the rule: it moves both ways, a tenth of its changes at least each way, or stays ≥ 2η);
+the smallest λ and ε of the whole run (never 1e-19); every LM verdict ρ < ¼ and the smallest factor by which it
+raised ``λ + η`` (≥ 1.1); the spike onsets after update 700 (a batch loss > 8 × the median of the previous 25
+while the one before was not; at most 2 on the mixture).
+
+    python -m experiments.damping_criteria --results results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from experiments.mixture_curvature import spike_onsets
+from pt_kfgn.train import log_file, read_log
+
+ETA = 1e-5  # the runs' weight decay η (KFGN's default)
+
+
+def criteria(rows: list[dict], eta: float = ETA, settle_after: int = 500, spikes_after: int = 700) -> dict:
+    """Issue 25's damping criteria of one run's log rows (see the module docstring)."""
+    eps = [r["epsilon"] for r in rows]
+    late = [(a, b) for a, b, r in zip(eps, eps[1:], rows[1:], strict=False) if r["step"] > settle_after]
+    up, down = sum(b > a for a, b in late), sum(b < a for a, b in late)
+    late_eps = [r["epsilon"] for r in rows if r["step"] > settle_after]
+    raises = [(rows[i]["lambda"] + eta) / (rows[i - 1]["lambda"] + eta) for i in range(1, len(rows))
+              if math.isfinite(rows[i]["rho"]) and rows[i]["rho"] < 0.25]
+    moves = up + down
+    both_ways = moves > 0 and min(up, down) >= 0.1 * moves
+    settled = bool(late_eps) and min(late_eps) >= 2 * eta * (1 - 1e-6)  # float32 logs: 2η to rounding
+    onsets = spike_onsets([r["batch_loss"] for r in rows], spikes_after)
+    return {"updates": int(rows[-1]["step"]) if rows else 0, "epsilon_up": up, "epsilon_down": down,
+            "epsilon_min_late": min(late_eps) if late_eps else None, "epsilon_adapts": both_ways or settled,
+            "lambda_min": min(r["lambda"] for r in rows), "epsilon_min": min(eps),
+            "verdicts_below_quarter": len(raises), "smallest_raise": min(raises) if raises else None,
+            "spike_onsets_after_700": len(onsets)}
+
+
+def collect(results: Path) -> dict:
+    """:func:`criteria` of every ``figure*/<problem>/<method>/seed<k>`` run under ``results``."""
+    out = {}
+    for log in sorted(Path(results).glob("figure*/*/*/seed*/log.csv*")):
+        run = log.parent
+        if log_file(run) == log:
+            out[str(run.relative_to(results))] = criteria(read_log(run / "log.csv"))
+    return out
+
+
+def table(res: dict) -> str:
+    head = ("| run | updates | ε up / down after 500 | min ε after 500 | min λ, min ε "
+            "| verdicts ρ < ¼ (smallest raise of λ + η) | spike onsets after 700 |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, c in res.items():
+        raise_ = "–" if c["smallest_raise"] is None else f"{c['smallest_raise']:.2f} ×"
+        lines.append(f"| {name} | {c['updates']} | {c['epsilon_up']} / {c['epsilon_down']} | {c['epsilon_min_late']:.2g} "
+                     f"| {c['lambda_min']:.2g}, {c['epsilon_min']:.2g} | {c['verdicts_below_quarter']} ({raise_}) "
+                     f"| {c['spike_onsets_after_700']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(results: Path) -> dict:
+    res = collect(results)
+    (results / "damping_criteria.json").write_text(json.dumps(res, indent=2))
+    (results / "damping_criteria.md").write_text(table(res))
+    print(table(res), end="")
+    return res
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="results")
+    main(Path(p.parse_args().results))
