@@ -3,8 +3,9 @@
 Per run: how often ε (the damping added to the Kronecker factors) went up and down after update 500 and its
 smallest value there (the rule: it moves both ways, a tenth of its changes at least each way, or stays ≥ 2η);
 the smallest λ and ε of the whole run (never 1e-19); every LM verdict ρ < ¼ and the smallest factor by which it
-raised ``λ + η`` (≥ 1.1); the spike onsets after update 700 (a batch loss > 8 × the median of the previous 25
-while the one before was not; at most 2 on the mixture).
+raised ``λ + η`` (≥ 1.1; with the run's own η); the spike onsets after update 700 (a batch loss > 8 × the median of the previous 25
+while the one before was not; at most 2 on the mixture), and how many of them the last step caused (the batch's
+loss at the parameters before that step, ``batch_loss_before``, was below half of it).
 
     python -m experiments.damping_criteria --results results
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from experiments.mixture_curvature import spike_onsets
 from pt_kfgn.train import log_file, read_log
 
-ETA = 1e-5  # the runs' weight decay η (KFGN's default)
+ETA = 1e-5  # KFGN's default weight decay η; a run whose summary.json names its own η is read with that
 
 
 def criteria(rows: list[dict], eta: float = ETA, settle_after: int = 500, spikes_after: int = 700) -> dict:
@@ -34,11 +35,14 @@ def criteria(rows: list[dict], eta: float = ETA, settle_after: int = 500, spikes
     both_ways = moves > 0 and min(up, down) >= 0.1 * moves
     settled = bool(late_eps) and min(late_eps) >= 2 * eta * (1 - 1e-6)  # float32 logs: 2η to rounding
     onsets = spike_onsets([r["batch_loss"] for r in rows], spikes_after)
+    before = [rows[t - 1].get("batch_loss_before") for t in onsets]  # the batch at the parameters before the last step
+    caused = sum(isinstance(b, float) and math.isfinite(b) and rows[t - 1]["batch_loss"] > 2 * b
+                 for t, b in zip(onsets, before, strict=True))
     return {"updates": int(rows[-1]["step"]) if rows else 0, "epsilon_up": up, "epsilon_down": down,
             "epsilon_min_late": min(late_eps) if late_eps else None, "epsilon_adapts": both_ways or settled,
             "lambda_min": min(r["lambda"] for r in rows), "epsilon_min": min(eps),
             "verdicts_below_quarter": len(raises), "smallest_raise": min(raises) if raises else None,
-            "spike_onsets_after_700": len(onsets)}
+            "spike_onsets_after_700": len(onsets), "onsets_the_last_step_caused": caused}
 
 
 def collect(results: Path) -> dict:
@@ -47,19 +51,21 @@ def collect(results: Path) -> dict:
     for log in sorted(Path(results).glob("figure*/*/*/seed*/log.csv*")):
         run = log.parent
         if log_file(run) == log:
-            out[str(run.relative_to(results))] = criteria(read_log(run / "log.csv"))
+            summary = run / "summary.json"
+            options = json.loads(summary.read_text()).get("options", {}) if summary.exists() else {}
+            out[str(run.relative_to(results))] = criteria(read_log(run / "log.csv"), options.get("eta", ETA))
     return out
 
 
 def table(res: dict) -> str:
     head = ("| run | updates | ε up / down after 500 | min ε after 500 | min λ, min ε "
-            "| verdicts ρ < ¼ (smallest raise of λ + η) | spike onsets after 700 |")
+            "| verdicts ρ < ¼ (smallest raise of λ + η) | spike onsets after 700 (the last step doubled the batch's loss) |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
     for name, c in res.items():
         raise_ = "–" if c["smallest_raise"] is None else f"{c['smallest_raise']:.2f} ×"
         lines.append(f"| {name} | {c['updates']} | {c['epsilon_up']} / {c['epsilon_down']} | {c['epsilon_min_late']:.2g} "
                      f"| {c['lambda_min']:.2g}, {c['epsilon_min']:.2g} | {c['verdicts_below_quarter']} ({raise_}) "
-                     f"| {c['spike_onsets_after_700']} |")
+                     f"| {c['spike_onsets_after_700']} ({c['onsets_the_last_step_caused']}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -22,9 +22,10 @@ def _series(rows, key, x="step"):
     return [(r[x], r[key]) for r in rows if r.get(key) not in (None, "") and r[key] == r[key]]
 
 
-def plot_damping(logs: dict, path, title: str = "", eta: float | None = None) -> Path | None:
+def plot_damping(logs: dict, path, title: str = "", eta: float | None = None, eta_label: str = "η") -> Path | None:
     """The damping trace of KFGN runs (Appendix B): λ and ``ε = γ + η`` (eq. 36), α* (eq. 40) and ρ (eq. 42)
-    against updates, one colour per run; ``η`` is drawn as a reference line on the damping panel.
+    against updates, one colour per run; ``eta`` is drawn as a reference line on the damping panel, labelled
+    ``eta_label`` (a run with η = 0 draws its damping floor instead).
 
     ``logs`` maps a label to log rows (:func:`pt_kfgn.train.read_log`).  Returns the PNG path, or None when
     matplotlib is not installed.
@@ -47,7 +48,7 @@ def plot_damping(logs: dict, path, title: str = "", eta: float | None = None) ->
         if rho:
             axes[2].plot(*zip(*rho), color=c, marker=".", ms=2, lw=0, label=label)
     if eta:
-        axes[0].axhline(eta, color="0.5", lw=0.8, ls=":", label="η")
+        axes[0].axhline(eta, color="0.5", lw=0.8, ls=":", label=eta_label)
     for y in (0.25, 0.75):
         axes[2].axhline(y, color="0.5", lw=0.8, ls=":")
     axes[0].set(yscale="log", ylabel="λ (solid), ε = γ + η (dashed)", title=title)

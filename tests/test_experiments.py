@@ -204,7 +204,8 @@ def test_scaling_model():
 
 
 def test_the_mixture_runs_use_the_curvature_moving_average_and_the_autoencoders_do_not(tmp_path, monkeypatch):
-    """Figure 3's second-order runs get the problem's options (the paper's factor moving average); Figure 2's none."""
+    """Figure 3's second-order runs get the problem's options (the paper's factor moving average, Adam's objective
+    η = 0 with the default damping floor); Figure 2's none."""
     import experiments.figures as fig
 
     calls = []
@@ -217,8 +218,9 @@ def test_the_mixture_runs_use_the_curvature_moving_average_and_the_autoencoders_
     for problem in ("mnist-oddeven", "curves"):
         fig.run_problem(problem, fig.CONFIGS["smoke"], tmp_path, second_order_only=True)
     mixture = [kw for p, m, kw in calls if p == "mnist-oddeven"]
-    assert len(mixture) == 6 and all(kw["ema"] == 0.95 for kw in mixture)
-    assert all("ema" not in kw for p, m, kw in calls if p == "curves")
+    assert len(mixture) == 6 and all(kw == {"seed": kw["seed"], "ema": 0.95, "eta": 0.0, "min_damping": 1e-5}
+                                     for kw in mixture)
+    assert all(set(kw) == {"seed"} for p, m, kw in calls if p == "curves")
 
 
 def test_damping_criteria_read_a_log_as_issue_25_states_them():
@@ -238,11 +240,16 @@ def test_damping_criteria_read_a_log_as_issue_25_states_them():
     rows[900]["rho"] = -3.0                               # ... so this verdict raised nothing
     rows[749]["batch_loss"] = rows[750]["batch_loss"] = 9.0  # one onset (two spiking batches in a row)
     rows[649]["batch_loss"] = 9.0                         # before update 700: not counted
+    for r in rows:
+        r["batch_loss_before"] = ""                       # not logged: not counted as caused
+    rows[749]["batch_loss_before"] = 4.0                  # the last step more than doubled this batch's loss
     c = criteria(rows, eta)
     assert (c["epsilon_up"], c["epsilon_down"]) == (1, 2) and c["epsilon_adapts"]
     assert c["epsilon_min_late"] == 1e-4 and c["lambda_min"] == 1e-5
     assert c["verdicts_below_quarter"] == 2 and c["smallest_raise"] == pytest.approx(1.0)
-    assert c["spike_onsets_after_700"] == 1
+    assert c["spike_onsets_after_700"] == 1 and c["onsets_the_last_step_caused"] == 1
+    rows[749]["batch_loss_before"] = 5.0                  # less than doubled: a batch that was already hard
+    assert criteria(rows, eta)["onsets_the_last_step_caused"] == 0
     rows[900]["rho"] = nan
     assert criteria(rows, eta)["smallest_raise"] == pytest.approx(1.5)
 
