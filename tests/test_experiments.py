@@ -262,3 +262,23 @@ def test_curvature_ema_study_smoke(tmp_path):
     assert res["curves"]["with_ema"][3] is not None and res["curves"]["figure2_batch_factors"] is None
     assert json.loads((tmp_path / "ema" / "curves" / "kfra_ema0.95_seed0" / "summary.json").read_text())[
         "options"] == {"ema": 0.95}
+
+
+def test_hardest_points_read_the_runs_checkpoint(tmp_path):
+    """Per-point losses at a run's checkpoint average to the training loss the run logged at its last update."""
+    from experiments.common import run
+    from experiments.hardest_points import hardest
+    from pt_kfgn.graph.losses import Mixture
+    from pt_kfgn.train import read_log
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6)).astype("float32")
+    Y = (X[:, :1] + 0.3 * rng.normal(size=(120, 1)) > 0).astype("float32")
+    d = tmp_path / "seed0"
+    run("kfra", X, Y, Mixture(), out=d, steps=12, widths=(4,), autoencoder=False, batch_size=20, backend="fast",
+        eval_every=12, X_eval=X, Y_eval=Y, checkpoint_every=12)
+    h = hardest(d, X, Y, Mixture(), top=3)
+    logged = read_log(d / "log.csv")[-1]["train_loss"]
+    assert h["mean_loss"] == pytest.approx(logged, rel=1e-5)
+    assert h["points"][0]["loss"] >= h["points"][1]["loss"] >= h["points"][2]["loss"] > 0
+    assert sum(p["share_of_the_training_loss"] for p in h["points"]) < 1 and h["updates"] == 12
