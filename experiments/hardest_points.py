@@ -5,7 +5,7 @@ Near zero training loss one badly fitted point makes its batch's loss many times
 points by their loss, replays the run's shuffled batches (:class:`pt_kfgn.train.Batches`, seeded as the run) and
 counts the onsets after update 700 whose batch holds each point.
 
-    python -m experiments.hardest_points results/figure3/mnist-oddeven/kflr/seed0 --out hardest_points.png
+    python -m experiments.hardest_points results/mixture_variants/ema0.95_eta0/kflr/seed0 --out results/hardest_points
 """
 
 from __future__ import annotations
@@ -91,6 +91,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+")
     p.add_argument("--top", type=int, default=6)
-    p.add_argument("--out", default="results/figure3/mnist-oddeven/hardest_points")
+    p.add_argument("--out", default="results/hardest_points", help="path of the .png and .json (suffix replaced)")
     a = p.parse_args()
     main(a.runs, Path(a.out), a.top)
