@@ -70,7 +70,7 @@ def draw(results: list[dict], X, path: Path, side: int = 28) -> Path | None:
             ax.set_yticks([])
         row[0].set_ylabel(Path(r["run"]).parent.name + "/" + Path(r["run"]).name, fontsize=7)
     fig.suptitle("the worst-fitted training points (y = 1: odd)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title above the first row
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
