@@ -14,14 +14,13 @@ import json
 from pathlib import Path
 
 from experiments.common import run
-from experiments.figures import CONFIGS, PROBLEMS, _data, _measured_backends, problem_dir
+from experiments.figures import CONFIGS, PROBLEMS, _at, _data, _measured_backends, problem_dir
 from pt_kfgn.train import log_file, read_log
 
 
-def _at(rows: list[dict], step: int):
-    """The last evaluated training loss at or before ``step``."""
-    ev = [r for r in rows if r["train_loss"] not in ("", None) and r["step"] <= step]
-    return ev[-1]["train_loss"] if ev else None
+def _evaluated(rows: list[dict]) -> list[dict]:
+    """The log rows that carry a training-loss evaluation (the curve :func:`experiments.figures._at` reads)."""
+    return [r for r in rows if r["train_loss"] not in ("", None)]
 
 
 def main(problems, steps: int, out: Path, method: str = "kfra", seed: int = 0, ema: float = 0.95,
@@ -36,8 +35,8 @@ def main(problems, steps: int, out: Path, method: str = "kfra", seed: int = 0, e
         run(method, X, Y, loss, out=d, steps=steps, widths=cfg["widths"], autoencoder=PROBLEMS[problem]["autoencoder"],
             batch_size=cfg["batch_size"], dtype=cfg["dtype"], backend=backend, eval_every=cfg["eval_every"],
             X_eval=X[:cfg["eval_n"]], Y_eval=Y[:cfg["eval_n"]], resume=True, checkpoint_every=100, seed=seed, ema=ema)
-        ours = read_log(d / "log.csv")
-        ref = read_log(ref_dir / "log.csv") if log_file(ref_dir) is not None else []
+        ours = _evaluated(read_log(d / "log.csv"))
+        ref = _evaluated(read_log(ref_dir / "log.csv")) if log_file(ref_dir) is not None else []
         marks = sorted({m for m in (250, 500, 1000, steps) if m <= steps})
         res[problem] = {"method": method, "seed": seed, "ema": ema, "updates": steps, "backend": backend,
                         "with_ema": {m: _at(ours, m) for m in marks},

@@ -50,8 +50,8 @@ PROBLEMS = {
     "curves": dict(figure="figure2", methods=("kfra", "kfac"), autoencoder=True, n_train=20000),
     "mnist": dict(figure="figure2", methods=("kfra", "kfac"), autoencoder=True, n_train=50000),
     "faces": dict(figure="figure2", methods=("kfra", "kfac"), autoencoder=True, n_train=None),
-    # a problem's "options" go to its second-order runs (none: the defaults); the mixture's variants with the
-    # curvature moving average and η = 0 were run and not kept (docs/reproduction.md, results/mixture_variants)
+    # a problem's "options" go to its second-order runs (none here: the defaults; `--options` runs a variant, as
+    # results/mixture_variants, docs/reproduction.md)
     "mnist-oddeven": dict(figure="figure3", methods=("kflr", "kfra", "kfac"), autoencoder=False, n_train=50000),
 }
 # the faster backend per method on the 2-core CPU (results/bench.json): JAX for every step since XLA's LAPACK
@@ -408,19 +408,27 @@ def plot(d: Path, curves: dict, bands: dict, methods: dict, label: str, cfg: dic
 
 
 def main(problems=("curves", "mnist", "faces", "mnist-oddeven"), config="full", out="results", plot_only=False,
-         measure_only=False, seeds=None, second_order_only=False) -> dict:
+         measure_only=False, seeds=None, second_order_only=False, options=None) -> dict:
+    """``options``: keyword arguments for every selected problem's second-order runs in place of its own (a
+    variant of the figures, e.g. ``results/mixture_variants``)."""
     cfg = CONFIGS[config]
     res = {}
     for p in problems:
         if p not in PROBLEMS:
             raise ValueError(f"problem {p!r} is not one of {list(PROBLEMS)}")
-    for p in problems:
-        if measure_only:
-            res[p] = measure_steps(p, cfg, Path(out))
-        elif plot_only:
-            res[p] = summarise(p, cfg, Path(out))
-        else:
-            res[p] = run_problem(p, cfg, Path(out), seeds, second_order_only)
+    saved = {p: PROBLEMS[p] for p in problems}
+    try:
+        for p in problems:
+            if options is not None:
+                PROBLEMS[p] = {**PROBLEMS[p], "options": dict(options)}
+            if measure_only:
+                res[p] = measure_steps(p, cfg, Path(out))
+            elif plot_only:
+                res[p] = summarise(p, cfg, Path(out))
+            else:
+                res[p] = run_problem(p, cfg, Path(out), seeds, second_order_only)
+    finally:
+        PROBLEMS.update(saved)
     return res
 
 
@@ -432,6 +440,8 @@ if __name__ == "__main__":
     parser.add_argument("--measure-only", action="store_true", help="only (re)measure the step times")
     parser.add_argument("--seeds", default=None, help="comma list: only these seeds' second-order runs")
     parser.add_argument("--second-order-only", action="store_true", help="skip the Adam runs")
+    parser.add_argument("--options", type=json.loads, default=None,
+                        help='JSON keyword arguments for the second-order runs, e.g. \'{"ema": 0.95}\'')
     a = parser.parse_args()
     main(a.problems.split(","), a.config, a.out, a.plot_only, a.measure_only,
-         [int(k) for k in a.seeds.split(",")] if a.seeds else None, a.second_order_only)
+         [int(k) for k in a.seeds.split(",")] if a.seeds else None, a.second_order_only, a.options)

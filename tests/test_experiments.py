@@ -221,6 +221,10 @@ def test_a_problems_options_reach_its_second_order_runs_only(tmp_path, monkeypat
     assert len(mixture) == 6 and all(kw == {"seed": kw["seed"], "ema": 0.95} for kw in mixture)
     assert all("ema" not in kw for p, m, kw in calls if p == "curves")
     assert not any("options" in fig.PROBLEMS[p] for p in fig.PROBLEMS if p != "mnist-oddeven")
+    calls.clear()  # `--options` runs a variant: every selected problem's runs get them, and PROBLEMS is restored
+    fig.main(["curves"], "smoke", tmp_path, second_order_only=True, options={"ema": 0.9})
+    assert len(calls) == 4 and all(kw == {"seed": kw["seed"], "ema": 0.9} for p, m, kw in calls)
+    assert "options" not in fig.PROBLEMS["curves"]
 
 
 def test_damping_criteria_read_a_log_as_issue_25_states_them():
