@@ -41,6 +41,7 @@ import numpy as np
 from experiments.common import PAPER_WIDTHS, config_parser, mean_curve, run
 from pt_kfgn.data import load_dataset
 from pt_kfgn.graph.layers import build_net
+from pt_kfgn.graph.losses import get_loss
 from pt_kfgn.optim import make_optimizer
 from pt_kfgn.optim.first_order import halving_schedule
 from pt_kfgn.plotting import plot_damping, plot_logs
@@ -117,7 +118,8 @@ def measure_steps(problem: str, cfg: dict, out: Path) -> dict:
         net = build_net(X.shape[1], Y.shape[1], cfg["widths"], "tanh", 0, cfg["dtype"],
                         PROBLEMS[problem]["autoencoder"])
         options = {} if method == "adam" else PROBLEMS[problem].get("options", {})
-        opt = make_optimizer(method, net, loss, backend=_backend(cfg, method), **options)
+        method_loss, options = _variant(loss, options)
+        opt = make_optimizer(method, net, method_loss, backend=_backend(cfg, method), **options)
         t = time.perf_counter()
         opt.compile(example=(Xb, Yb), steps=reps + 1)
         compile_s = time.perf_counter() - t
@@ -145,11 +147,26 @@ def _last_step(run_dir: Path) -> int:
     return int(rows[-1]["step"]) if rows else 0
 
 
+def _variant(loss, options: dict) -> tuple:
+    """A variant's options split into the loss and KFGN's keyword arguments: ``"curvature"`` picks the
+    output curvature of a loss that offers several (:class:`~pt_kfgn.graph.losses.Mixture`'s
+    ``CURVATURES``; [ours], a variant of Figure 3); the rest go to the optimiser."""
+    options = dict(options)
+    curvature = options.pop("curvature", None)
+    if curvature is None:
+        return loss, options
+    loss = get_loss(loss)
+    if curvature not in getattr(loss, "CURVATURES", ()):
+        raise ValueError(f"the {loss.name} loss has no output curvature {curvature!r}")
+    return type(loss)(curvature), options
+
+
 def _train(problem, cfg, data, method, run_dir: Path, steps: int, backend: str, **kw) -> bool:
     """Train one run up to ``steps`` (resuming it); False when it was already there."""
     if _last_step(run_dir) >= steps:
         return False
     X, Y, loss, _ = data
+    loss, kw = _variant(loss, kw)
     t = time.perf_counter()
     run(method, X, Y, loss, out=run_dir, steps=steps, widths=cfg["widths"], autoencoder=PROBLEMS[problem]["autoencoder"],
         batch_size=cfg["batch_size"], dtype=cfg["dtype"], backend=backend, eval_every=cfg["eval_every"],

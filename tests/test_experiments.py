@@ -227,6 +227,26 @@ def test_a_problems_options_reach_its_second_order_runs_only(tmp_path, monkeypat
     assert "options" not in fig.PROBLEMS["curves"]
 
 
+def test_a_variants_curvature_option_picks_the_losss_output_curvature(tmp_path, monkeypatch):
+    """``{"curvature": "fisher"}`` trains with ``Mixture("fisher")``; KFGN gets the other options only."""
+    import experiments.figures as fig
+    from pt_kfgn.graph.losses import Mixture
+
+    seen = []
+    monkeypatch.setattr(fig, "run", lambda method, X, Y, loss, **kw: seen.append((loss, kw)))
+    data = (np.zeros((4, 3)), np.zeros((4, 1)), "mixture", "")
+    fig._train("mnist-oddeven", fig.CONFIGS["smoke"], data, "kflr", tmp_path / "r", 4, "fast", seed=0,
+               curvature="fisher", ema=0.95)
+    (loss, kw), = seen
+    assert isinstance(loss, Mixture) and loss.curvature == "fisher"
+    assert kw["ema"] == 0.95 and kw["seed"] == 0 and "curvature" not in kw
+    fig._train("mnist-oddeven", fig.CONFIGS["smoke"], data, "kflr", tmp_path / "s", 4, "fast", ema=0.95)
+    assert seen[-1][0] == "mixture"  # no curvature option: the problem's own loss
+    with pytest.raises(ValueError, match="no output curvature"):
+        fig._train("curves", fig.CONFIGS["smoke"], (*data[:2], "bce", ""), "kfra", tmp_path / "t", 4, "fast",
+                   curvature="fisher")
+
+
 def test_damping_criteria_read_a_log_as_issue_25_states_them():
     """ε's moves after update 500, the raise of λ + η by each ρ < ¼ verdict, the spike onsets after update 700."""
     from experiments.damping_criteria import criteria
