@@ -19,6 +19,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
+from experiments.damping_criteria import ETA
 from experiments.mixture_curvature import spike_onsets
 from pt_kfgn.checkpoint import load
 from pt_kfgn.data import load_dataset
@@ -28,11 +29,25 @@ from pt_kfgn.plotting import _pyplot
 from pt_kfgn.train import Batches, read_log
 
 
-def per_point_losses(run_dir: Path, X, Y, loss) -> np.ndarray:
-    """Every training point's loss at the run's checkpoint (the optimiser's state begins with ``[W1, b1, ...]``)."""
+def _checkpoint_params(run_dir: Path) -> tuple[list, list]:
+    """The checkpoint's ``sizes`` and ``[W1, b1, W2, …]`` (the optimiser's state begins with them)."""
     state = load(Path(run_dir) / "checkpoint.npz")["optimizer"]
-    net = build_net(X.shape[1], Y.shape[1], state["sizes"][1:-1], "tanh", 0, str(X.dtype), autoencoder=False)
-    flat = state["shared"][:2 * len(net.params)]
+    return state["sizes"], state["shared"][:2 * (len(state["sizes"]) - 1)]
+
+
+def weight_decay_term(run_dir: Path) -> tuple[float, float]:
+    """``(η, ½η‖θ‖²)`` at the run's checkpoint, η from the run's ``summary.json`` options (KFGN's default
+    otherwise): with the mean loss, the objective ``f`` of Appendix B the run minimised."""
+    summary = Path(run_dir) / "summary.json"
+    options = json.loads(summary.read_text()).get("options", {}) if summary.exists() else {}
+    eta = float(options.get("eta", ETA))
+    return eta, 0.5 * eta * sum(float(np.sum(np.square(p, dtype=np.float64))) for p in _checkpoint_params(run_dir)[1])
+
+
+def per_point_losses(run_dir: Path, X, Y, loss) -> np.ndarray:
+    """Every training point's loss at the run's checkpoint."""
+    sizes, flat = _checkpoint_params(run_dir)
+    net = build_net(X.shape[1], Y.shape[1], sizes[1:-1], "tanh", 0, str(X.dtype), autoencoder=False)
     net.set_params(list(zip(flat[::2], flat[1::2], strict=True)))
     x, y = pt.matrix("x", dtype=X.dtype), pt.matrix("y", dtype=Y.dtype)
     f = pytensor.function([x, y], get_loss(loss).per_sample(net.forward(x), y), mode="FAST_RUN")
@@ -48,8 +63,10 @@ def hardest(run_dir: Path, X, Y, loss, top: int = 6, batch_size: int = 1000, aft
     batches = Batches(len(X), batch_size, seed)
     held = [set(batches.next().tolist()) for _ in rows]
     onsets = spike_onsets([r["batch_loss"] for r in rows], after)
+    eta, decay = weight_decay_term(run_dir)
     return {"run": str(run_dir), "updates": len(rows), "mean_loss": float(losses.mean()),
-            "median_loss": float(np.median(losses)), "spike_onsets": len(onsets),
+            "median_loss": float(np.median(losses)), "eta": eta, "weight_decay_term": decay,
+            "objective": float(losses.mean()) + decay, "spike_onsets": len(onsets),
             "points": [{"index": int(i), "label": float(Y[i, 0]), "loss": float(losses[i]),
                         "share_of_the_training_loss": float(losses[i] / losses.sum()),
                         "onsets_with_it": sum(int(i) in held[t - 1] for t in onsets)} for i in worst]}
@@ -82,7 +99,7 @@ def main(run_dirs, out: Path, top: int = 6, dataset: str = "mnist-oddeven", n_tr
     Path(out).with_suffix(".json").write_text(json.dumps(res, indent=2))
     draw(res, X, Path(out).with_suffix(".png"))
     for r in res:
-        print(r["run"], "onsets", r["spike_onsets"], [(p["index"], f"{p['loss']:.3g}", p["onsets_with_it"])
+        print(r["run"], f"objective {r['objective']:.4g}", "onsets", r["spike_onsets"], [(p["index"], f"{p['loss']:.3g}", p["onsets_with_it"])
                                                       for p in r["points"]], flush=True)
     return res
 
