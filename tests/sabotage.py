@@ -4,7 +4,7 @@
 
 Sabotages: none, G=I, Q=I, gamma=1e4, pi=1, half-curvature, no-pi-guard, no-rollback, no-retries,
 cache-bypass, cache-zero, lambda-floor, gamma-floor, tie-smallest, keep-increase, mixture-gn-split,
-no-spike-rollback, rollback-own-batch.  A developer tool (not collected by pytest); the closing notes quote its results.
+no-spike-rollback.  A developer tool (not collected by pytest); the closing notes quote its results.
 """
 import os
 import sys
@@ -86,8 +86,6 @@ elif name == "no-spike-rollback":
     orig_s = stages.step_status
     stages.step_status = lambda f0, model, f_new=None, reject_increase=False, spike=None: orig_s(
         f0, model, f_new, reject_increase)
-elif name == "rollback-own-batch":  # the rollback test against the fresh batch's own loss only (session 4)
-    adaptation.rollback_reference = lambda fresh_before, last_batch_before: fresh_before
 elif name != "none":
     raise SystemExit(f"unknown sabotage {name}")
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", "-rN", "--durations=0", *sys.argv[2:]]))

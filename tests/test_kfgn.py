@@ -146,46 +146,12 @@ def test_a_step_that_multiplies_the_next_batch_loss_is_rolled_back_and_retried()
     assert not s2["rolled_back"] and s2["retries"] == 0
 
 
-def test_a_step_that_fits_a_hard_batch_is_kept_while_a_fresh_batch_stays_below_where_it_began():
-    """Near zero loss a step that fits a hard point on its batch can double a well-fitted fresh batch's small
-    loss; it is kept while that loss stays below ``rollback_factor`` × the hard batch's loss before the step,
-    and rolled back above both references.
-
-    Caught: the second reference dropped (the fresh batch's own loss only, the fourth session's rule): the
-    3 × rise on the fresh batch is rolled back."""
-    def moved(target):  # step 1 on the hard batch, then the output bias shifted until the fresh loss ≈ target
-        net = pt_kfgn.mlp([3, 4, 2], ["tanh", "identity"], seed=0)
-        opt = KFGN(net, "mse", "kfra", gamma_search=False, rollback_factor=2.0)
-        hard0, fresh0 = opt.evaluate(X1, Y1), opt.evaluate(X2, Y2)
-        assert opt.step(X1, Y1)["accepted"]
-        b = net.flat_params[-1]
-        b1 = b.get_value().copy()
-        for c in np.linspace(0, 20, 2001):
-            b.set_value(b1 + np.asarray(c, b1.dtype))
-            if opt.evaluate(X2, Y2) >= target(fresh0, hard0):
-                break
-        return opt, hard0, fresh0, opt.evaluate(X2, Y2), opt.step(X2, Y2)
-
-    X1, Y1 = make_batch("mse", 8, 3, 2, seed=3)
-    X2, Y2 = make_batch("mse", 8, 3, 2, seed=4)
-    Y1 = Y1 + 6.0  # the hard batch: its loss is far above the fresh one's
-    _opt, hard0, fresh0, fresh, s2 = moved(lambda f, h: 3 * f)
-    assert 2.5 * fresh0 < fresh < 2 * hard0  # above the fresh batch's own reference, below the hard batch's
-    assert not s2["rolled_back"] and s2["accepted"]
-    _opt, hard0, fresh0, fresh, s2 = moved(lambda f, h: 2.5 * h)
-    assert fresh > 2 * max(fresh0, hard0)
-    assert s2["rolled_back"]
-
-
 def test_the_spike_rule_compares_against_the_loss_magnitude():
     """``loss_spike``: a rise beyond (factor − 1)·|before|, for losses of either sign."""
     from pt_kfgn.optim.adaptation import loss_spike
     assert loss_spike(2.1, 1.0, 2.0) and not loss_spike(1.9, 1.0, 2.0)
     assert loss_spike(-0.9, -2.0, 1.5) and not loss_spike(-1.1, -2.0, 1.5)
     assert not loss_spike(1.0, 1.0, 2.0) and loss_spike(1e-30, 0.0, 2.0)
-    from pt_kfgn.optim.adaptation import rollback_reference
-    assert rollback_reference(2e-4, 7e-3) == 7e-3 and rollback_reference(5.0, 2e-4) == 5.0
-    assert rollback_reference(-3.0, -1.0) == -1.0
 
 
 def test_rejected_step_is_retried_on_the_same_batch_with_raised_damping():

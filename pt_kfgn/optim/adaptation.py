@@ -46,18 +46,6 @@ def loss_spike(loss_after, loss_before, factor):
     return loss_after - loss_before > (factor - 1) * abs(loss_before)
 
 
-def rollback_reference(fresh_before, last_batch_before):
-    """What the rollback test compares a fresh batch's loss at θ with [ours]: the larger of its own loss at the
-    parameters before the last step and the loss of the batch that step was taken on, at the same parameters.
-
-    Near zero loss a step that fits a hard point on its own batch can double a well-fitted batch's small loss
-    while leaving it far below the level that step began from; against the first reference alone such steps
-    were undone every epoch and the hard points never fitted (MNIST odd/even, docs/algorithm.md).  A step
-    that breaks the model lifts a fresh batch above both.  Numbers or PyTensor scalars.
-    """
-    return (fresh_before + last_batch_before + abs(fresh_before - last_batch_before)) / 2  # the max, for both
-
-
 def averaging_weight(t: int, zeta: float) -> float:
     """``ζ_t = min(1 − 1/t, ζ)`` (eq. 44-45): the exact running mean while t is small."""
     return min(1.0 - 1.0 / t, zeta)

@@ -17,8 +17,7 @@ finite and the model predicts a decrease (and, on ``T₁`` steps, the trial loss
 passes these checks can still land where the *next* batch's loss is not finite (the trial loss is not
 evaluated on every step, as in the paper): the next step then restores the previous parameters from a copy
 kept in shared variables (a **rollback**) before retrying.  The next step also rolls back a step that
-multiplied the loss of its (fresh) batch by more than ``rollback_factor`` and left it above that factor times
-the loss the step started from on its own batch (one extra forward pass) [ours].
+multiplied the loss of its (fresh) batch by more than ``rollback_factor`` (one extra forward pass) [ours].
 A rejected step is retried on the same batch with raised damping up to ``retries`` times; after ``max_rejections`` consecutive rejected steps the run
 stops with :class:`StalledError`, naming the cause.
 """
@@ -96,12 +95,10 @@ class KFGN(Optimizer):
         rejection].
     rollback_factor : float or None
         Roll the previous step back when the loss of the current batch at θ is more than this factor times
-        both its loss at the parameters before that step and the loss of the batch that step was taken on
-        (at the same parameters; :func:`pt_kfgn.optim.adaptation.loss_spike`), then retry from there with λ
-        raised (ε is left to the γ search), 2 [ours: ρ on the step's own batch cannot see a step that fits its
-        batch and breaks the others, the mixture's spikes; the second reference keeps the steps that fit a
-        hard batch and leave a well-fitted one below where that step began; docs/algorithm.md].  ``None``:
-        only a non-finite loss rolls back.  Needs the rollback copy (``trial_every="T1"``).
+        its loss at the parameters before that step (:func:`pt_kfgn.optim.adaptation.loss_spike`), then
+        retry from there with λ raised (ε is left to the γ search), 2 [ours: ρ on the step's own batch cannot see a step that fits
+        its batch and breaks the others, the mixture's spikes; docs/algorithm.md].  ``None``: only a
+        non-finite loss rolls back.  Needs the rollback copy (``trial_every="T1"``).
     min_damping : float, optional
         The floor of λ and γ, default ``max(η, 1e-8)``: above it every LM verdict changes the model's
         damping ``λ + η`` measurably and the γ search's candidates differ [ours; tensorflow/kfac floors
@@ -191,10 +188,6 @@ class KFGN(Optimizer):
         self._prev = ([pytensor.shared(np.array(v.get_value()), name=f"prev_{v.name}")
                        for v in (*self.params, *self.averaged)] if self._rollback else [])
         self._has_prev = pytensor.shared(np.asarray(0, "int8"), name="has_prev")
-        # the loss of the batch the last applied step was taken on, at the parameters before it (the rollback
-        # rule's second reference)
-        self._prev_loss = ([pytensor.shared(np.asarray(0, fx), name="prev_batch_loss")]
-                           if self._rollback and self.rollback_factor is not None else [])
         # cached factors (EMA or amortised curvature) and cached damped inverses (amortised inverses)
         layer_shapes = [((d_in,) * 2, (d_out,) * 2) for d_in, d_out in factor_sizes(self.chain)]
         self._layer_dims = self.chain.layer_dims()  # for the memory check of every step: read once
@@ -248,8 +241,7 @@ class KFGN(Optimizer):
         if self._rollback and self.rollback_factor is not None:  # the last step, judged on this fresh batch
             Ebar = regularised_objective(self.loss, self.chain, y, eta)[0]  # merged with the step's when compiled
             E_prev = clone_replace(Ebar, replace=dict(zip(params, self._prev[:n])))
-            reference = rules.rollback_reference(E_prev, self._prev_loss[0])
-            spike = pt.eq(self._has_prev, 1) & rules.loss_spike(Ebar, reference, np.asarray(self.rollback_factor, fx))
+            spike = pt.eq(self._has_prev, 1) & rules.loss_spike(Ebar, E_prev, np.asarray(self.rollback_factor, fx))
         step, info = kfgn_step(self.chain, y, self.loss, self.method, lam=self.lam, gamma=gammas, eta=eta,
                                alpha_max=self.alpha_max, factors=factors, inverse=cached, explicit=explicit,
                                trial=trial, reject_increase=self.reject_increase, spike=spike)
@@ -267,8 +259,6 @@ class KFGN(Optimizer):
             updates[p], updates[avg] = kept, new_avg
         if rollback is not None:
             updates[self._has_prev] = pt.cast(ok & ~rollback, "int8")
-        if self._prev_loss:
-            updates[self._prev_loss[0]] = pt.switch(ok, pt.cast(info["loss"], fx), self._prev_loss[0])
         if refresh_factors and self._factor_state:
             for s, m in zip(self._factor_state, [m for pair in factors for m in pair]):
                 updates[s] = pt.switch(ok, m, s)
@@ -463,7 +453,7 @@ class KFGN(Optimizer):
 
     # -- state -----------------------------------------------------------------------------------
     def state_variables(self) -> list:
-        return [*self.params, *self.averaged, self.lam, self.gamma, *self._prev, self._has_prev, *self._prev_loss,
+        return [*self.params, *self.averaged, self.lam, self.gamma, *self._prev, self._has_prev,
                 *self._factor_state, *self._inverse_state]
 
     def hyper_state(self) -> dict:
