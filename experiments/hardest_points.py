@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def draw(results: list[dict], X, path: Path, side: int = 28) -> Path | None:
     if plt is None:
         return None
     top = max(len(r["points"]) for r in results)
-    fig, axes = plt.subplots(len(results), top, figsize=(1.6 * top, 1.9 * len(results)), squeeze=False)
+    fig, axes = plt.subplots(len(results), top, figsize=(1.6 * top, 2.1 * len(results)), squeeze=False)
+    runs = [Path(r["run"]) for r in results]
+    common = Path(os.path.commonpath(runs)) if len(runs) > 1 else runs[0].parent.parent
     for row, r in zip(axes, results, strict=True):
         for ax, p in zip(row, r["points"], strict=False):
             ax.imshow(X[p["index"]].reshape(side, side), cmap="gray_r")
@@ -85,9 +88,11 @@ def draw(results: list[dict], X, path: Path, side: int = 28) -> Path | None:
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-        row[0].set_ylabel(Path(r["run"]).parent.name + "/" + Path(r["run"]).name, fontsize=7)
+        name = str(Path(r["run"]).relative_to(common)).replace("figure3/mnist-oddeven/", "")
+        row[0].set_ylabel(name.replace("/", "/\n", 1) if len(name) > 24 else name, fontsize=6)
     fig.suptitle("the worst-fitted training points (y = 1: odd)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title above the first row
+    height = fig.get_figheight()  # room for the title and for each row's two-line titles
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.02, top=1 - 0.75 / height, hspace=0.45, wspace=0.08)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
