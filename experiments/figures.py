@@ -148,17 +148,17 @@ def _last_step(run_dir: Path) -> int:
 
 
 def _variant(loss, options: dict) -> tuple:
-    """A variant's options split into the loss and KFGN's keyword arguments: ``"curvature"`` picks the
-    output curvature of a loss that offers several (:class:`~pt_kfgn.graph.losses.Mixture`'s
-    ``CURVATURES``; [ours], a variant of Figure 3); the rest go to the optimiser."""
+    """A variant's options split into the loss and KFGN's keyword arguments: ``"curvature"`` and
+    ``"model_curvature"`` pick the output curvatures of a loss that offers several
+    (:class:`~pt_kfgn.graph.losses.Mixture`'s; [ours], variants of Figure 3); the rest go to the optimiser."""
     options = dict(options)
-    curvature = options.pop("curvature", None)
-    if curvature is None:
+    chosen = {k: options.pop(k) for k in ("curvature", "model_curvature") if k in options}
+    if not chosen:
         return loss, options
     loss = get_loss(loss)
-    if curvature not in getattr(loss, "CURVATURES", ()):
-        raise ValueError(f"the {loss.name} loss has no output curvature {curvature!r}")
-    return type(loss)(curvature), options
+    if not set(chosen.values()) <= set(getattr(loss, "CURVATURES", ())):
+        raise ValueError(f"the {loss.name} loss has no output curvature {chosen}")
+    return type(loss)(**chosen), options
 
 
 def _train(problem, cfg, data, method, run_dir: Path, steps: int, backend: str, **kw) -> bool:

@@ -242,6 +242,10 @@ def test_a_variants_curvature_option_picks_the_losss_output_curvature(tmp_path, 
     assert kw["ema"] == 0.95 and kw["seed"] == 0 and "curvature" not in kw
     fig._train("mnist-oddeven", fig.CONFIGS["smoke"], data, "kflr", tmp_path / "s", 4, "fast", ema=0.95)
     assert seen[-1][0] == "mixture"  # no curvature option: the problem's own loss
+    fig._train("mnist-oddeven", fig.CONFIGS["smoke"], data, "kfra", tmp_path / "u", 4, "fast",
+               model_curvature="fisher")
+    loss, kw = seen[-1]
+    assert (loss.curvature, loss.model_curvature) == ("positive-part", "fisher") and "model_curvature" not in kw
     with pytest.raises(ValueError, match="no output curvature"):
         fig._train("curves", fig.CONFIGS["smoke"], (*data[:2], "bce", ""), "kfra", tmp_path / "t", 4, "fast",
                    curvature="fisher")

@@ -106,6 +106,25 @@ def test_mixture_curvature_is_the_exact_hessian_where_it_is_positive():
         assert (H < 0).any() and (gn >= 0).all()
 
 
+def test_mixture_model_curvature_reaches_the_gn_products_only():
+    """``Mixture(curvature, model_curvature)``: the Kronecker factors' terms (``gn_hessian``, ``sqrt_hessian``)
+    use ``curvature``, the GN-vector products of the step's model use ``model_curvature`` — at a confidently
+    misclassified point the positive part is 0 and the Fisher is not.
+
+    Caught: ``hessian_vector`` on ``curvature`` (the model's option ignored)."""
+    h, y, u = pt.matrix("h"), pt.matrix("y"), pt.matrix("u")
+    split = Mixture("positive-part", model_curvature="fisher")
+    fn = compile_function([h, y, u], [split.gn_hessian(h, y)[:, :, 0], split.hessian_vector(h, y, u),
+                                      Mixture("fisher").gn_hessian(h, y)[:, :, 0]], backend="fast")
+    hv = np.array([[-9.0], [-2.0], [0.5], [4.0]])
+    gn, Hu, fisher = fn(hv, np.ones_like(hv), np.full_like(hv, 3.0))
+    assert gn[0, 0] == 0 and fisher[0, 0] > 1e-5  # h = −9, y = 1: a confident mistake
+    np.testing.assert_allclose(Hu, 3.0 * fisher, rtol=1e-12)
+    assert Mixture("fisher").model_curvature == "fisher"  # by default the same as ``curvature``
+    with pytest.raises(ValueError, match="model_curvature"):
+        Mixture(model_curvature="exact")
+
+
 def test_mixture_terms_under_the_default_backend_rewrites():
     """The default backend rewrites the graph (fusion, stabilisation); the values must survive them."""
     loss = get_loss("mixture")

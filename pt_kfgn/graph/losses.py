@@ -237,9 +237,14 @@ class Mixture(Loss):
     ``μ(h) = p(y=1|h) = ½σ(h) + ½σ(2h)``: a non-canonical link, so the model is not in the exponential
     family in ``h`` and the GN differs from the Fisher.  ``E = −y log μ − (1 − y) log(1 − μ)``, y ∈ {0, 1}.
 
-    Exact ``H_L = μ′²(y/μ² + (1−y)/(1−μ)²) + μ″(μ − y)/(μ(1 − μ))`` can be negative.  The GN uses the
-    convex split (the cross-entropy is convex in μ): ``H_L^GN = μ′²(y/μ² + (1−y)/(1−μ)²) ≥ 0`` with the
-    square root ``√H_L^GN``.  KFAC samples ``ŷ ~ Bern(μ)``, ``ĝ = μ′(μ − ŷ)/(μ(1 − μ))``.
+    Exact ``H_L = μ′²(y/μ² + (1−y)/(1−μ)²) + μ″(μ − y)/(μ(1 − μ))`` can be negative.  ``curvature`` picks
+    the PSD output curvature of the GN: ``"positive-part"`` ``max(H_L, 0)`` (default; equations.md's "clip
+    negative eigenvalues"), ``"fisher"`` ``μ′²/(μ(1 − μ))``, or ``"gn-split"``, the convex split
+    ``μ′²(y/μ² + (1−y)/(1−μ)²)`` (the cross-entropy is convex in μ).  ``model_curvature`` (default: the
+    same) is the one the GN-vector products use — the step's quadratic model (``α*``, ρ) and Hessian-free CG
+    — while the Kronecker factors use ``curvature`` [ours: with ``"fisher"`` there, a confidently
+    misclassified point, whose positive part is 0, no longer leaves ``α*`` unbounded along the direction
+    that fits it; docs/reproduction.md].  KFAC samples ``ŷ ~ Bern(μ)``, ``ĝ = μ′(μ − ŷ)/(μ(1 − μ))``.
 
     **Stable forms** (every term finite and accurate in float32 for any logit): nothing is formed by
     subtracting from 1.  ``1 − μ(h) = μ(−h)`` and ``μ′`` is even, so every ratio is written through
@@ -253,10 +258,12 @@ class Mixture(Loss):
     name = "mixture"
     CURVATURES = ("positive-part", "fisher", "gn-split")
 
-    def __init__(self, curvature: str = "positive-part"):
-        if curvature not in self.CURVATURES:
-            raise ValueError(f"curvature={curvature!r} is not one of {list(self.CURVATURES)}")
+    def __init__(self, curvature: str = "positive-part", model_curvature: str | None = None):
+        for name, value in (("curvature", curvature), ("model_curvature", model_curvature or curvature)):
+            if value not in self.CURVATURES:
+                raise ValueError(f"{name}={value!r} is not one of {list(self.CURVATURES)}")
         self.curvature = curvature
+        self.model_curvature = model_curvature or curvature
 
     @staticmethod
     def _mu(h):
@@ -323,11 +330,12 @@ class Mixture(Loss):
         s, q = cls._exact_parts(h, y)
         return pt.sqr(s) * q
 
-    def _hgn(self, h, y):
+    def _hgn(self, h, y, curvature: str | None = None):
         """The PSD output curvature the GN uses (``curvature``, class docstring); (N, 1)."""
-        if self.curvature == "fisher":
+        curvature = curvature or self.curvature
+        if curvature == "fisher":
             return self._ratio(h) * self._ratio(-h)  # μ′²/(μ(1 − μ)) = R(h) R(−h)
-        if self.curvature == "positive-part":
+        if curvature == "positive-part":
             return pt.maximum(self._exact(h, y), 0)
         return y * pt.sqr(self._ratio(h)) + (1 - y) * pt.sqr(self._ratio(-h))  # (N, 1)
 
@@ -350,7 +358,7 @@ class Mixture(Loss):
         return self._hgn(h, y)[:, :, None]
 
     def hessian_vector(self, h, y, u):
-        return self._hgn(h, y) * u
+        return self._hgn(h, y, self.model_curvature) * u
 
     def mean_hessian(self, h, y):
         return self._hgn(h, y).mean(axis=0, keepdims=True)

@@ -196,7 +196,10 @@ class Optimizer:
 
     def _loss_id(self) -> str:
         curvature = getattr(self.loss, "curvature", None)
-        return self.loss.name if curvature is None else f"{self.loss.name}({curvature})"
+        model = getattr(self.loss, "model_curvature", curvature)
+        if curvature is None:
+            return self.loss.name
+        return f"{self.loss.name}({curvature})" if model == curvature else f"{self.loss.name}({curvature}; model {model})"
 
     def _variable_label(self, i: int, v) -> str:
         n = len(self.params)
