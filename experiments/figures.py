@@ -147,6 +147,11 @@ def _last_step(run_dir: Path) -> int:
     return int(rows[-1]["step"]) if rows else 0
 
 
+def options_text(options: dict) -> str:
+    """A variant's options as the plots' note prints them: ``ema 0.95, model_curvature fisher``."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, int | float) else f"{k} {v}" for k, v in options.items())
+
+
 def _variant(loss, options: dict) -> tuple:
     """A variant's options split into the loss and KFGN's keyword arguments: ``"curvature"`` and
     ``"model_curvature"`` pick the output curvatures of a loss that offers several
@@ -409,7 +414,7 @@ def plot(d: Path, curves: dict, bands: dict, methods: dict, label: str, cfg: dic
     for k in TOP_K:
         if f"adam_top{k}_mean" in curves:
             logs[f"Adam top-{k} mean"] = curves[f"adam_top{k}_mean"]
-    options = ", ".join(f"{k} {v:g}" for k, v in PROBLEMS[d.name].get("options", {}).items())
+    options = options_text(PROBLEMS[d.name].get("options", {}))
     note = (f"{label}; batch {cfg['batch_size']}, {cfg['dtype']}; second order at defaults"
             f"{' + ' + options if options else ''}; Adam tuned by successive "
             f"halving; wall clock = updates x measured step time; tanh hidden [ours]")

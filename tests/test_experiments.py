@@ -242,6 +242,7 @@ def test_a_variants_curvature_option_picks_the_losss_output_curvature(tmp_path, 
     assert kw["ema"] == 0.95 and kw["seed"] == 0 and "curvature" not in kw
     fig._train("mnist-oddeven", fig.CONFIGS["smoke"], data, "kflr", tmp_path / "s", 4, "fast", ema=0.95)
     assert seen[-1][0] == "mixture"  # no curvature option: the problem's own loss
+    assert fig.options_text({"ema": 0.95, "model_curvature": "fisher"}) == "ema 0.95, model_curvature fisher"
     fig._train("mnist-oddeven", fig.CONFIGS["smoke"], data, "kfra", tmp_path / "u", 4, "fast",
                model_curvature="fisher")
     loss, kw = seen[-1]
