@@ -5,8 +5,9 @@ smallest value there (the rule: it moves both ways, a tenth of its changes at le
 the smallest λ and ε of the whole run (never 1e-19); every LM verdict ρ < ¼ and the smallest factor by which it
 raised ``λ + η`` (≥ 1.1; with the run's own η); the spike onsets after update 700 (a batch loss > 8 × the median of the previous 25
 while the one before was not; at most 2 on the mixture), and how many of them the last step caused (the batch's
-loss at the parameters before that step, ``batch_loss_before``, was below half of it) or came on a step that
-rolled the last one back (no ``batch_loss_before`` then).
+loss at the parameters before that step, ``batch_loss_before``, was below half of it), came on a step that
+rolled the last one back (no ``batch_loss_before`` then), or had their own step undone by the next one (the
+step taken on the spiking batch lifted a fresh batch beyond the rollback factor: the hard point stays unfitted).
 
     python -m experiments.damping_criteria --results results
 """
@@ -44,7 +45,8 @@ def criteria(rows: list[dict], eta: float = ETA, settle_after: int = 500, spikes
             "lambda_min": min(r["lambda"] for r in rows), "epsilon_min": min(eps),
             "verdicts_below_quarter": len(raises), "smallest_raise": min(raises) if raises else None,
             "spike_onsets_after_700": len(onsets), "onsets_the_last_step_caused": caused,
-            "onsets_on_a_rollback": sum(bool(rows[t - 1].get("rolled_back") or 0) for t in onsets)}
+            "onsets_on_a_rollback": sum(bool(rows[t - 1].get("rolled_back") or 0) for t in onsets),
+            "onsets_undone_by_the_next_step": sum(bool(rows[t].get("rolled_back") or 0) for t in onsets if t < len(rows))}
 
 
 def collect(results: Path) -> dict:
@@ -61,14 +63,15 @@ def collect(results: Path) -> dict:
 
 def table(res: dict) -> str:
     head = ("| run | updates | ε up / down after 500 | min ε after 500 | min λ, min ε "
-            "| verdicts ρ < ¼ (smallest raise of λ + η) | spike onsets after 700 (the last step doubled the batch's loss; rolled back) |")
+            "| verdicts ρ < ¼ (smallest raise of λ + η) | spike onsets after 700 (the last step doubled the batch's loss; "
+            "on a rollback; the onset's own step undone by the next) |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
     for name, c in res.items():
         raise_ = "–" if c["smallest_raise"] is None else f"{c['smallest_raise']:.2f} ×"
         lines.append(f"| {name} | {c['updates']} | {c['epsilon_up']} / {c['epsilon_down']} | {c['epsilon_min_late']:.2g} "
                      f"| {c['lambda_min']:.2g}, {c['epsilon_min']:.2g} | {c['verdicts_below_quarter']} ({raise_}) "
                      f"| {c['spike_onsets_after_700']} ({c['onsets_the_last_step_caused']}; "
-                     f"{c['onsets_on_a_rollback']}) |")
+                     f"{c['onsets_on_a_rollback']}; {c.get('onsets_undone_by_the_next_step', '–')}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -281,6 +281,9 @@ def test_damping_criteria_read_a_log_as_issue_25_states_them():
     assert criteria(rows, eta)["onsets_the_last_step_caused"] == 0 and c["onsets_on_a_rollback"] == 0
     rows[749]["rolled_back"] = 1.0
     assert criteria(rows, eta)["onsets_on_a_rollback"] == 1
+    assert criteria(rows, eta)["onsets_undone_by_the_next_step"] == 0
+    rows[750]["rolled_back"] = 1.0                        # the onset's step undone by the next one
+    assert criteria(rows, eta)["onsets_undone_by_the_next_step"] == 1
     rows[900]["rho"] = nan
     assert criteria(rows, eta)["smallest_raise"] == pytest.approx(1.5)
 
