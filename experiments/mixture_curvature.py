@@ -4,8 +4,9 @@ MIX-v0's exact ``H_L`` is indefinite (negative at confident mistakes) and, at co
 10⁴ × larger than the convex "GN split" ``μ′²(y/μ² + (1−y)/(1−μ)²)`` that round 3 used (h = 5: 3.4e-3 against
 1.1e-5), so ``α*`` could explode on easy batches.  Three candidates (:class:`pt_kfgn.graph.losses.Mixture`):
 ``positive-part`` (``max(H_L, 0)``, the paper's "clip negative eigenvalues"), ``fisher`` (``μ′²/(μ(1−μ))``, what
-KFAC samples) and ``gn-split``.  Each trains the mixture classifier with KFRA at defaults; the table counts the
-spike onsets (a batch loss > 8 × the median of the previous 25 while the one before was not).
+KFAC samples) and ``gn-split``, each in the factors and in the step's model alike (``model_curvature=None``).
+Each trains the mixture classifier with KFRA at defaults; the table counts the spike onsets (a batch loss > 8 ×
+the median of the previous 25 while the one before was not).
 
     python -m experiments.mixture_curvature --steps 1000 --out results/mixture_curvature
 """
@@ -38,7 +39,7 @@ def main(steps: int, out: Path, methods=("kfra",), curvatures=Mixture.CURVATURES
     for method in methods:
         for c in curvatures:
             d = out / f"{method}_{c}"
-            s = run(method, X, Y, Mixture(c), out=d, steps=steps, widths=PAPER_WIDTHS, autoencoder=False, seed=seed,
+            s = run(method, X, Y, Mixture(c, model_curvature=None), out=d, steps=steps, widths=PAPER_WIDTHS, autoencoder=False, seed=seed,
                     eval_every=50, X_eval=X[:5000], Y_eval=Y[:5000], resume=True, checkpoint_every=100)
             rows = read_log(d / "log.csv")
             b = [r["batch_loss"] for r in rows]

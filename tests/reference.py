@@ -87,6 +87,14 @@ def mixture_gn_hessian(h, y):
     return np.atleast_2d(np.maximum(full, 0))
 
 
+def mixture_fisher(h, y):
+    """MIX-v0's Fisher output curvature ``μ′²/(μ(1 − μ))`` in numpy (independent of ``y``): the curvature of the
+    step's model by default (``Mixture.model_curvature``)."""
+    s1, s2 = 1 / (1 + np.exp(-h)), 1 / (1 + np.exp(-2 * h))
+    mu, dmu = 0.5 * (s1 + s2), 0.5 * s1 * (1 - s1) + s2 * (1 - s2)
+    return np.atleast_2d(dmu ** 2 / (mu * (1 - mu)))
+
+
 # -- an independent numpy KFGN step (factors, factored Tikhonov, α*) for bce/mse nets --------------------
 _ACT = {"identity": (lambda h: h, lambda h: np.ones_like(h)),
         "tanh": (np.tanh, lambda h: 1 - np.tanh(h) ** 2),

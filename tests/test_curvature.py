@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 from conftest import make_batch
-from reference import brute_block_hessian, brute_gn, mixture_gn_hessian
+from reference import brute_block_hessian, brute_gn, mixture_fisher, mixture_gn_hessian
 
 import pt_kfgn
+from pt_kfgn.graph.losses import Mixture
 
 NETS = {
     "smooth": ([4, 5, 3], ["sigmoid", "tanh"]),
@@ -131,10 +132,11 @@ def gv_functions():
     from pt_kfgn.curvature.products import gn_quadratic_form, gn_vector_product
 
     out = {}
-    for loss_name in ["bce", "softmax_ce", "mixture"]:
-        net = _net("smooth", loss_name)
+    for loss_name in ["bce", "softmax_ce", "mixture", "mixture-positive-part"]:
+        net = _net("smooth", loss_name.split("-")[0])
         chain = pt_kfgn.layer_graph(net.output)
-        loss = pt_kfgn.get_loss(loss_name)
+        loss = (pt_kfgn.get_loss(loss_name) if loss_name != "mixture-positive-part"
+                else Mixture(model_curvature=None))
         y = pt.matrix("Y")
         vs = [p.type() for p in chain.params]
         Gv = gn_vector_product(chain, loss, y, chain.params, vs)
@@ -143,11 +145,15 @@ def gv_functions():
     return out
 
 
-@pytest.mark.parametrize("loss", ["bce", "softmax_ce", "mixture"])
+@pytest.mark.parametrize("loss", ["bce", "softmax_ce", "mixture", "mixture-positive-part"])
 def test_gn_vector_product_equals_explicit_jt_h_j(gv_functions, loss):
+    """The products of the step's model: the mixture's use the Fisher by default (``model_curvature``), its
+    positive part with ``model_curvature=None``."""
     net, f = gv_functions[loss]
-    X, Y = make_batch(loss, 6, 4, net.sizes[-1])
-    _, _, full, _, _ = brute_gn(net, loss, X, Y, _gn_out(loss))
+    name = loss.split("-")[0]
+    X, Y = make_batch(name, 6, 4, net.sizes[-1])
+    out = {"mixture": mixture_fisher, "mixture-positive-part": mixture_gn_hessian}.get(loss)
+    _, _, full, _, _ = brute_gn(net, name, X, Y, out)
     r = np.random.default_rng(0)
     vs = [r.standard_normal(p.get_value().shape) for p in net.flat_params]
     *Gv, q = f(X, Y, *vs)

@@ -240,11 +240,11 @@ class Mixture(Loss):
     Exact ``H_L = μ′²(y/μ² + (1−y)/(1−μ)²) + μ″(μ − y)/(μ(1 − μ))`` can be negative.  ``curvature`` picks
     the PSD output curvature of the GN: ``"positive-part"`` ``max(H_L, 0)`` (default; equations.md's "clip
     negative eigenvalues"), ``"fisher"`` ``μ′²/(μ(1 − μ))``, or ``"gn-split"``, the convex split
-    ``μ′²(y/μ² + (1−y)/(1−μ)²)`` (the cross-entropy is convex in μ).  ``model_curvature`` (default: the
-    same) is the one the GN-vector products use — the step's quadratic model (``α*``, ρ) and Hessian-free CG
-    — while the Kronecker factors use ``curvature`` [ours: with ``"fisher"`` there, a confidently
-    misclassified point, whose positive part is 0, no longer leaves ``α*`` unbounded along the direction
-    that fits it; docs/reproduction.md].  KFAC samples ``ŷ ~ Bern(μ)``, ``ĝ = μ′(μ − ŷ)/(μ(1 − μ))``.
+    ``μ′²(y/μ² + (1−y)/(1−μ)²)`` (the cross-entropy is convex in μ).  ``model_curvature`` (default
+    ``"fisher"``; ``None``: the same as ``curvature``) is the one the GN-vector products use — the step's
+    quadratic model (``α*``, ρ; eq. 39-42) and Hessian-free CG — while the Kronecker factors use
+    ``curvature``, so KFLR and KFRA stay Gauss-Newton methods [ours: at a confidently misclassified point
+    the positive part is 0 and ``α*`` was unbounded along the direction that fits it; docs/algorithm.md].  KFAC samples ``ŷ ~ Bern(μ)``, ``ĝ = μ′(μ − ŷ)/(μ(1 − μ))``.
 
     **Stable forms** (every term finite and accurate in float32 for any logit): nothing is formed by
     subtracting from 1.  ``1 − μ(h) = μ(−h)`` and ``μ′`` is even, so every ratio is written through
@@ -258,7 +258,7 @@ class Mixture(Loss):
     name = "mixture"
     CURVATURES = ("positive-part", "fisher", "gn-split")
 
-    def __init__(self, curvature: str = "positive-part", model_curvature: str | None = None):
+    def __init__(self, curvature: str = "positive-part", model_curvature: str | None = "fisher"):
         for name, value in (("curvature", curvature), ("model_curvature", model_curvature or curvature)):
             if value not in self.CURVATURES:
                 raise ValueError(f"{name}={value!r} is not one of {list(self.CURVATURES)}")
