@@ -15,14 +15,17 @@ step taken on the spiking batch lifted a fresh batch beyond the rollback factor:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 from pathlib import Path
 
 from experiments.mixture_curvature import spike_onsets
+from pt_kfgn.optim.kfgn import KFGN
 from pt_kfgn.train import log_file, read_log
 
-ETA = 1e-5  # KFGN's default weight decay η; a run whose summary.json names its own η is read with that
+# KFGN's default weight decay η, read from its signature; a run whose summary.json names its own η is read with that
+ETA = inspect.signature(KFGN).parameters["eta"].default
 
 
 def criteria(rows: list[dict], eta: float = ETA, settle_after: int = 500, spikes_after: int = 700) -> dict:
@@ -71,7 +74,7 @@ def table(res: dict) -> str:
         lines.append(f"| {name} | {c['updates']} | {c['epsilon_up']} / {c['epsilon_down']} | {c['epsilon_min_late']:.2g} "
                      f"| {c['lambda_min']:.2g}, {c['epsilon_min']:.2g} | {c['verdicts_below_quarter']} ({raise_}) "
                      f"| {c['spike_onsets_after_700']} ({c['onsets_the_last_step_caused']}; "
-                     f"{c['onsets_on_a_rollback']}; {c.get('onsets_undone_by_the_next_step', '–')}) |")
+                     f"{c['onsets_on_a_rollback']}; {c['onsets_undone_by_the_next_step']}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -298,11 +298,11 @@ def test_curvature_ema_study_smoke(tmp_path):
         "options"] == {"ema": 0.95}
 
 
-def test_hardest_points_read_the_runs_checkpoint(tmp_path):
+def test_hardest_points_read_the_runs_checkpoint(tmp_path, monkeypatch):
     """Per-point losses at a run's checkpoint average to the training loss the run logged at its last update."""
+    from experiments import common
     from experiments.common import run
     from experiments.hardest_points import hardest
-    from pt_kfgn.graph.layers import build_net
     from pt_kfgn.graph.losses import Mixture
     from pt_kfgn.train import read_log
 
@@ -310,14 +310,16 @@ def test_hardest_points_read_the_runs_checkpoint(tmp_path):
     X = rng.normal(size=(120, 6)).astype("float32")
     Y = (X[:, :1] + 0.3 * rng.normal(size=(120, 1)) > 0).astype("float32")
     d = tmp_path / "seed0"
+    nets, build = [], common.build_net
+    monkeypatch.setattr(common, "build_net", lambda *a, **k: nets.append(build(*a, **k)) or nets[-1])
     run("kfra", X, Y, Mixture(), out=d, steps=12, widths=(4,), autoencoder=False, batch_size=20, backend="fast",
         eval_every=12, X_eval=X, Y_eval=Y, checkpoint_every=12, eta=1e-3)
     h = hardest(d, X, Y, Mixture(), top=3)
     logged = read_log(d / "log.csv")[-1]["train_loss"]
     assert h["mean_loss"] == pytest.approx(logged, rel=1e-5)
-    params = [p.get_value() for p in build_net(6, 1, (4,), "tanh", 0, "float32", False).flat_params]  # the init
-    assert h["eta"] == 1e-3 and h["weight_decay_term"] > 0  # the run's own η, at the checkpoint's parameters
-    assert h["weight_decay_term"] != pytest.approx(0.5e-3 * sum(float(np.sum(p ** 2)) for p in params), rel=1e-3)
+    trained = sum(float(np.sum(np.square(p.get_value(), dtype=np.float64))) for p in nets[0].flat_params)
+    assert h["eta"] == 1e-3  # the run's own η (KFGN's default is 1e-5) ...
+    assert h["weight_decay_term"] == pytest.approx(0.5e-3 * trained, rel=1e-9)  # ... at the trained net's θ
     assert h["objective"] == pytest.approx(h["mean_loss"] + h["weight_decay_term"], rel=1e-12)
     assert h["points"][0]["loss"] >= h["points"][1]["loss"] >= h["points"][2]["loss"] > 0
     assert sum(p["share_of_the_training_loss"] for p in h["points"]) < 1 and h["updates"] == 12

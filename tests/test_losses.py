@@ -10,6 +10,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from reference import mixture_fisher, mixture_gn_hessian
 
 from pt_kfgn.backend import compile_function
 from pt_kfgn.graph.losses import Mixture, get_loss, new_rng
@@ -114,13 +115,16 @@ def test_mixture_model_curvature_reaches_the_gn_products_only():
     Caught: ``hessian_vector`` on ``curvature`` (the model's option ignored)."""
     h, y, u = pt.matrix("h"), pt.matrix("y"), pt.matrix("u")
     split = Mixture("positive-part", model_curvature="fisher")
-    fn = compile_function([h, y, u], [split.gn_hessian(h, y)[:, :, 0], split.hessian_vector(h, y, u),
-                                      Mixture("fisher").gn_hessian(h, y)[:, :, 0]], backend="fast")
+    fn = compile_function([h, y, u], [split.gn_hessian(h, y)[:, :, 0], split.hessian_vector(h, y, u)],
+                          backend="fast")
     hv = np.array([[-9.0], [-2.0], [0.5], [4.0]])
-    gn, Hu, fisher = fn(hv, np.ones_like(hv), np.full_like(hv, 3.0))
+    gn, Hu = fn(hv, np.ones_like(hv), np.full_like(hv, 3.0))
+    fisher = np.array([mixture_fisher(v, 1.0)[0, 0] for v in hv[:, 0]])[:, None]  # numpy closed form
+    np.testing.assert_allclose(gn, np.array([mixture_gn_hessian(v, 1.0)[0, 0] for v in hv[:, 0]])[:, None],
+                               rtol=1e-9, atol=1e-15)  # the factors' curvature: the positive part
     assert gn[0, 0] == 0 and fisher[0, 0] > 1e-5  # h = −9, y = 1: a confident mistake
-    np.testing.assert_allclose(Hu, 3.0 * fisher, rtol=1e-12)
-    assert Mixture("fisher").model_curvature == "fisher"  # by default the same as ``curvature``
+    np.testing.assert_allclose(Hu, 3.0 * fisher, rtol=1e-9)
+    assert Mixture("gn-split", model_curvature=None).model_curvature == "gn-split"  # None: the factors' own
     with pytest.raises(ValueError, match="model_curvature"):
         Mixture(model_curvature="exact")
 

@@ -244,7 +244,8 @@ class Mixture(Loss):
     ``"fisher"``; ``None``: the same as ``curvature``) is the one the GN-vector products use — the step's
     quadratic model (``α*``, ρ; eq. 39-42) and Hessian-free CG — while the Kronecker factors use
     ``curvature``, so KFLR and KFRA stay Gauss-Newton methods [ours: at a confidently misclassified point
-    the positive part is 0 and ``α*`` was unbounded along the direction that fits it; docs/algorithm.md].  KFAC samples ``ŷ ~ Bern(μ)``, ``ĝ = μ′(μ − ŷ)/(μ(1 − μ))``.
+    the positive part is 0 and ``α*`` was unbounded along the direction that fits it; docs/algorithm.md].
+    KFAC samples ``ŷ ~ Bern(μ)``, ``ĝ = μ′(μ − ŷ)/(μ(1 − μ))``.
 
     **Stable forms** (every term finite and accurate in float32 for any logit): nothing is formed by
     subtracting from 1.  ``1 − μ(h) = μ(−h)`` and ``μ′`` is even, so every ratio is written through
