@@ -4,7 +4,7 @@
 
 Sabotages: none, G=I, Q=I, gamma=1e4, pi=1, half-curvature, no-pi-guard, no-rollback, no-retries,
 cache-bypass, cache-zero, lambda-floor, gamma-floor, tie-smallest, keep-increase, mixture-gn-split,
-no-spike-rollback.  A developer tool (not collected by pytest); the closing notes quote its results.
+no-spike-rollback, loss-bound, infimum.  A developer tool (not collected by pytest); the closing notes quote its results.
 """
 import os
 import sys
@@ -86,6 +86,12 @@ elif name == "no-spike-rollback":
     orig_s = stages.step_status
     stages.step_status = lambda f0, model, f_new=None, reject_increase=False, spike=None: orig_s(
         f0, model, f_new, reject_increase)
+elif name == "loss-bound":  # the gap ignored: α* of eq. 39-41 alone
+    orig_q = stages.quadratic_model
+    stages.quadratic_model = lambda *a, **k: orig_q(*a[:9], None)
+elif name == "infimum":  # BCE's infimum taken as 0 (the entropy of soft targets dropped)
+    from pt_kfgn.graph import losses
+    losses.BernoulliCE.infimum = lambda self, y: pt.zeros((), dtype=y.dtype)
 elif name != "none":
     raise SystemExit(f"unknown sabotage {name}")
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", "-rN", "--durations=0", *sys.argv[2:]]))

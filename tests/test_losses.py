@@ -241,3 +241,31 @@ def test_float32_losses_stay_float32(name):
             terms.append(loss.sample_grad(h, noise))
     upcast = [v for v in ancestors(terms) if getattr(v, "dtype", None) == "float64"]
     assert not upcast, upcast[:3]
+
+
+@pytest.mark.parametrize("name", ["mse", "bce", "softmax_ce", "mixture"])
+def test_infimum_is_the_losss_lowest_value_on_the_targets(name):
+    """``Loss.infimum(y)`` is ``inf_h Ē(h, y)``: reached (to 1e-12) at the output that fits the targets —
+    ``h = y``, ``σ(h) = y``, ``softmax(h) = y``, ``h = ±40`` for 0/1 targets — and no perturbed output goes below
+    it; for soft BCE targets it is their entropy (``scipy.special.entr``, an independent form).
+
+    Caught: 0 as BCE's infimum (``tests/sabotage.py infimum``: 0.83 off)."""
+    from scipy.special import entr, logit
+
+    loss = get_loss(name)
+    r = np.random.default_rng(0)
+    n, d = 6, 4
+    Y = {"mse": lambda: r.standard_normal((n, d)), "bce": lambda: np.c_[r.random((n, d - 2)), np.zeros(n), np.ones(n)],
+         "softmax_ce": lambda: np.r_[r.dirichlet(np.ones(d), n - 1), np.eye(d)[:1]],
+         "mixture": lambda: r.integers(0, 2, (n, 1)).astype(float)}[name]()
+    best = {"mse": Y, "bce": logit(np.clip(Y, 1e-300, 1 - 1e-16)).clip(-40, 40),
+            "softmax_ce": np.log(np.maximum(Y, 1e-300)).clip(-80, None), "mixture": 40 * (2 * Y - 1)}[name]
+    h, y = pt.matrix("h", dtype="float64"), pt.matrix("y", dtype="float64")
+    inf_fn = compile_function([y], loss.infimum(y), backend="fast")
+    mean_fn = compile_function([h, y], loss.mean(h, y), backend="fast")
+    low = float(inf_fn(Y))
+    np.testing.assert_allclose(float(mean_fn(best, Y)), low, rtol=1e-12, atol=1e-12)
+    for _ in range(20):
+        assert float(mean_fn(best + 0.3 * r.standard_normal(best.shape), Y)) >= low - 1e-12
+    if name == "bce":
+        np.testing.assert_allclose(low, (entr(Y) + entr(1 - Y)).sum(axis=1).mean(), rtol=1e-13)

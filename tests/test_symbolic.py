@@ -88,3 +88,39 @@ def test_gamma_candidates_take_the_lowest_model_and_the_trial_gives_rho():
     assert gamma == gammas[best] and change == pytest.approx(single[best][0], rel=1e-12)
     np.testing.assert_allclose(_flat(net) - theta0, single[best][1], rtol=1e-12, atol=1e-15)
     assert rho == pytest.approx((objective(X, Y) - f0) / change, rel=1e-10)
+
+
+def test_the_model_does_not_promise_a_fall_below_the_losss_infimum():
+    """Where the quadratic model's minimum along δ lies below ``inf Ē`` (0 for the mixture), α is the step at
+    which the model reaches it: ``M̂(αδ) − M̂(0) = −(f − inf Ē)`` exactly, along the same δ; where it does not,
+    α is α* unchanged (``loss_bound=False`` is the reference: eq. 39-41 alone).
+
+    Caught: the gap ignored (``tests/sabotage.py loss-bound``): the bounded step's model change −5.8 for f = 0.89."""
+    net = pk.mlp([4, 5, 1], ["tanh", "identity"], seed=7, dtype="float64")
+    X, _ = make_batch("mixture", 9, 4, 1, seed=3)
+    start = net.get_params()
+    y = pt.matrix("y", dtype="float64")
+    for scale, binds in ((1.0, False), (5.0, True)):  # the output layer scaled: confident outputs, one mistake
+        params = [(W * scale, b * scale) if i == 1 else (W, b) for i, (W, b) in enumerate(start)]
+        net.set_params(params)
+        Y = (pytensor.function([net.X], net.output)(X) > 0).astype(float)
+        Y[0] = 1 - Y[0]
+        got = {}
+        for bound in (False, True):
+            net.set_params(params)
+            updates, info = pk.kfgn_updates(net.output, y, "mixture", "kfra", lam=1e-4, gamma=1e-4, eta=1e-5,
+                                            loss_bound=bound)
+            step = pytensor.function([net.X, y], [info["alpha"], info["model_change"], info["objective"],
+                                                  info["status"]], updates=updates, mode="FAST_COMPILE")
+            theta0 = _flat(net)
+            alpha, change, f0, status = step(X, Y)
+            assert int(status) == 0
+            got[bound] = (float(alpha), float(change), float(f0), (_flat(net) - theta0) / alpha)
+        (a0, m0, f0, d0), (a1, m1, _, d1) = got[False], got[True]
+        np.testing.assert_allclose(d1, d0, rtol=1e-10)  # the same direction
+        if binds:
+            assert m0 < -2 * f0  # eq. 39-41 alone promise more than the loss has
+            np.testing.assert_allclose(m1, -f0, rtol=1e-10)
+            assert a1 < a0 / 5
+        else:
+            assert -m0 < f0 and a1 == a0

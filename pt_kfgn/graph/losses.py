@@ -58,6 +58,12 @@ class Loss:
         """H_L^GN[n] u[n] for every datapoint, (N, d)."""
         raise NotImplementedError
 
+    def infimum(self, y):
+        """``inf_h Ē(h, y)`` on these targets, a symbolic scalar, or None when not known (a custom loss).
+
+        The bound below which :func:`pt_kfgn.optim.stages.quadratic_model` does not let the step's model
+        promise the loss will fall [ours]."""
+
     def mean_hessian(self, h, y):
         """E[H_L^GN], the batch mean (d, d): KFRA's initialisation (eq. 26)."""
         return self.gn_hessian(h, y).mean(axis=0)
@@ -102,6 +108,11 @@ class Loss:
         return f"{type(self).__name__}()"
 
 
+def _neg_xlogx(y):
+    """``−y log y`` elementwise, 0 at y = 0 (no log of 0 is formed)."""
+    return -y * pt.log(pt.switch(y > 0, y, 1))
+
+
 def _diag_batch(v):
     """(N, d) -> (N, d, d) with v[n] on the diagonal."""
     return v[:, :, None] * pt.eye(v.shape[1], dtype=v.dtype)[None]
@@ -126,6 +137,9 @@ class SquaredError(Loss):
 
     def mean_hessian(self, h, y):
         return pt.eye(h.shape[1], dtype=h.dtype)
+
+    def infimum(self, y):
+        return pt.zeros((), dtype=y.dtype)  # at h = y
 
     def mean_hessian_diagonal(self, h, y):
         return pt.ones((h.shape[1],), dtype=h.dtype)
@@ -176,6 +190,9 @@ class BernoulliCE(Loss):
         yhat = pt.cast(noise < pt.sigmoid(h), h.dtype)
         return (1 - yhat) * pt.sigmoid(h) - yhat * pt.sigmoid(-h)  # σ(h) − ŷ without cancellation
 
+    def infimum(self, y):
+        return (_neg_xlogx(y) + _neg_xlogx(1 - y)).sum(axis=1).mean()  # the targets' entropy, at σ(h) = y
+
     def check_targets(self, Y, n, d):
         Y = super().check_targets(Y, n, d)
         lo, hi = Y.min(initial=0), Y.max(initial=0)
@@ -218,6 +235,9 @@ class SoftmaxCE(Loss):
         k = (pt.cumsum(p, axis=1)[:, :-1] < u).sum(axis=1)  # inverse-CDF draw of one class per row
         onehot = pt.cast(pt.eq(pt.arange(h.shape[1])[None, :], k[:, None]), h.dtype)
         return p - onehot
+
+    def infimum(self, y):
+        return _neg_xlogx(y).sum(axis=1).mean()  # the targets' entropy, at softmax(h) = y
 
     def check_targets(self, Y, n, d):
         Y = np.asarray(Y)
@@ -363,6 +383,9 @@ class Mixture(Loss):
 
     def mean_hessian(self, h, y):
         return self._hgn(h, y).mean(axis=0, keepdims=True)
+
+    def infimum(self, y):
+        return pt.zeros((), dtype=y.dtype)  # targets are 0 or 1, μ → y as h → ±∞
 
     def sample_grad(self, h, noise):
         yhat = pt.cast(noise < self._mu(h), h.dtype)

@@ -13,6 +13,13 @@ def step_size(grad_dot_delta, curvature):
     return -grad_dot_delta / curvature
 
 
+def bounded_step(grad_dot_delta, root, gap):
+    """The smaller ``α > 0`` with ``M̂(αδ) − M̂(0) = −gap``: ``2·gap / (−δᵀ∇f + root)``, where
+    ``root = √((δᵀ∇f)² − 2·gap·δᵀĈδ)`` (the stable form of the quadratic's root; real when the model's
+    minimum promises more than ``gap``, ``½(δᵀ∇f)²/δᵀĈδ > gap``) [ours]."""
+    return 2 * gap / (root - grad_dot_delta)
+
+
 def model_change(alpha, grad_dot_delta, curvature):
     """``M̂(αδ) − M̂(0) = α δᵀ∇f + ½ α² δᵀĈδ`` (eq. 32); ``½ α* δᵀ∇f`` at the optimal α* (eq. 39)."""
     return alpha * grad_dot_delta + 0.5 * alpha ** 2 * curvature

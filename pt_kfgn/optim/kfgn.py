@@ -109,6 +109,11 @@ class KFGN(Optimizer):
         Moving average of the factors across steps, 0 = off [ours: measured, see README].
     alpha_max : float, optional
         Cap on α* (the authors' later code used 1) [ours: off].
+    loss_bound : bool
+        Do not let the step's quadratic model promise a fall below the loss's infimum on the batch: where
+        it does, α is shortened to the step at which the model reaches it (:func:`pt_kfgn.optim.stages.quadratic_model`)
+        [ours: a confidently misclassified point's tiny curvature made α* 30-70 × its usual size on the
+        mixture; docs/algorithm.md].
     gamma_search : bool
         Run the γ search every T₂ steps [paper].
     trial_every : {"T1", 1}
@@ -134,8 +139,8 @@ class KFGN(Optimizer):
     def __init__(self, net, loss, method: str = "kfra", *, eta: float = 1e-5, lam: float = 1.5,
                  gamma: float | None = None, T1: int = 5, T2: int = 20, omega1: float | None = None,
                  omega2: float | None = None, zeta: float = 0.99, ema: float = 0.0,
-                 alpha_max: float | None = None, gamma_search: bool = True, trial_every="T1",
-                 reject_increase: bool = True, rollback_factor: float | None = 2.0,
+                 alpha_max: float | None = None, loss_bound: bool = True, gamma_search: bool = True,
+                 trial_every="T1", reject_increase: bool = True, rollback_factor: float | None = 2.0,
                  min_damping: float | None = None,
                  curvature_every: int = 1, inverse_every: int = 1, retries: int = 2, max_rejections: int = 20,
                  seed: int = 0, backend: str | None = None, devices=None):
@@ -171,6 +176,7 @@ class KFGN(Optimizer):
         self.curvature_every, self.inverse_every = curvature_every, inverse_every
         self.retries, self.max_rejections = retries, max_rejections
         self.reject_increase = bool(reject_increase)
+        self.loss_bound = bool(loss_bound)
         self.rollback_factor = None if rollback_factor is None else float(rollback_factor)
         self.min_damping = min_damping
         self.lambda_bounds = rules.lambda_bounds(eta, min_damping)
@@ -244,7 +250,8 @@ class KFGN(Optimizer):
             spike = pt.eq(self._has_prev, 1) & rules.loss_spike(Ebar, E_prev, np.asarray(self.rollback_factor, fx))
         step, info = kfgn_step(self.chain, y, self.loss, self.method, lam=self.lam, gamma=gammas, eta=eta,
                                alpha_max=self.alpha_max, factors=factors, inverse=cached, explicit=explicit,
-                               trial=trial, reject_increase=self.reject_increase, spike=spike)
+                               trial=trial, reject_increase=self.reject_increase, spike=spike,
+                               loss_bound=self.loss_bound)
         status, new_gamma = info["status"], info["gamma"]
         ok = pt.eq(status, 0)
         rollback = (pt.eq(status, 1) | pt.eq(status, 6)) & pt.eq(self._has_prev, 1) if self._rollback else None

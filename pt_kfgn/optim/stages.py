@@ -94,12 +94,22 @@ class QuadraticModel:
     delta_sq: object
 
 
-def quadratic_model(chain, loss, y, params, grads, deltas, lam, eta, alpha_max=None) -> QuadraticModel:
-    """Stage 4: ``Ĉ = Ḡ + (λ + η) I`` along ``δ`` by one forward-mode product (eq. 39-41)."""
+def quadratic_model(chain, loss, y, params, grads, deltas, lam, eta, alpha_max=None, gap=None) -> QuadraticModel:
+    """Stage 4: ``Ĉ = Ḡ + (λ + η) I`` along ``δ`` by one forward-mode product (eq. 39-41).
+
+    ``gap``: ``f(θ) − inf Ē`` (:meth:`pt_kfgn.graph.losses.Loss.infimum`).  Where the model's minimum along δ
+    promises more, ``½(δᵀ∇f)²/δᵀĈδ > gap``, it is certainly wrong there (f cannot fall below ``inf Ē``), and
+    α is the step at which the model reaches that bound instead (:func:`pt_kfgn.optim.adaptation.bounded_step`)
+    [ours, the bound Polyak's step size uses; the mixture's confident mistakes, docs/algorithm.md].
+    """
     gd = sum((d * g).sum() for d, g in zip(deltas, grads))
     dd = sum(pt.sqr(d).sum() for d in deltas)
     q = gn_quadratic_form(chain, loss, y, params, deltas) + (lam + eta) * dd
     alpha = rules.step_size(gd, q)
+    if gap is not None:
+        disc = pt.sqr(gd) - 2 * q * gap
+        bounded = rules.bounded_step(gd, pt.sqrt(pt.maximum(disc, 0)), gap)
+        alpha = pt.switch(disc > 0, pt.minimum(alpha, bounded), alpha)
     if alpha_max is not None:
         alpha = pt.minimum(alpha, alpha_max)
     return QuadraticModel(alpha, gd, q, rules.model_change(alpha, gd, q), dd)

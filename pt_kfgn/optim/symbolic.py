@@ -39,7 +39,7 @@ def _scalar(value, name: str, dtype: str):
 
 def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None, eta: float = 1e-5,
                  noise=None, alpha_max: float | None = None, factors=None, inverse=None, explicit: bool = False,
-                 trial: bool = False, reject_increase: bool = False, spike=None):
+                 trial: bool = False, reject_increase: bool = False, spike=None, loss_bound: bool = True):
     """One damped Kronecker-factored Gauss-Newton step ``θ ← θ + α*δ`` as PyTensor update expressions.
 
     Parameters
@@ -68,6 +68,9 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
         :meth:`Loss.draw_noise`).
     alpha_max : float, optional
         Cap on ``α*``.
+    loss_bound : bool
+        Do not let the quadratic model promise a fall of ``f`` below the loss's infimum on the batch
+        (:meth:`pt_kfgn.graph.losses.Loss.infimum`; :func:`pt_kfgn.optim.stages.quadratic_model`) [ours].
 
     Other Parameters
     ----------------
@@ -90,7 +93,7 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
         ``{shared parameter: new value}`` for ``pytensor.function(..., updates=updates)``; the parameters are
         unchanged when the step's status is not 0.
     info : dict
-        Symbolic ``loss`` (Ē), ``objective`` (f), ``alpha`` (α*), ``model_change`` (M̂(α*δ) − M̂(0)),
+        Symbolic ``loss`` (Ē), ``objective`` (f), ``alpha`` (α*, or the shorter step of ``loss_bound``), ``model_change`` (M̂(α*δ) − M̂(0)),
         ``status`` (0 = applied; codes in :data:`pt_kfgn.optim.stages.STATUS`), ``direction`` (δ), ``gamma``
         (the γ taken), ``factors``, ``inverse`` (the damped inverse of a single candidate), ``new_objective``
         and ``rho`` (with ``trial``, else None).
@@ -122,12 +125,12 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
         pass
     return kfgn_step(chain, targets, loss, method, lam=lam, gamma=gamma, eta=eta, noise=noise,
                      alpha_max=alpha_max, factors=factors, inverse=inverse, explicit=explicit, trial=trial,
-                     reject_increase=reject_increase, spike=spike)
+                     reject_increase=reject_increase, spike=spike, loss_bound=loss_bound)
 
 
 def kfgn_step(chain, targets, loss, method: str = "kfra", *, lam, gamma=None, eta: float = 1e-5, noise=None,
               alpha_max: float | None = None, factors=None, inverse=None, explicit: bool = False,
-              trial: bool = False, reject_increase: bool = False, spike=None):
+              trial: bool = False, reject_increase: bool = False, spike=None, loss_bound: bool = True):
     """The step of :func:`kfgn_updates` (same arguments and returns), on a
     :class:`~pt_kfgn.graph.walk.LayerGraph`, a :class:`~pt_kfgn.graph.losses.Loss` and a target matrix that the
     caller has checked, without preparing PyTensor's stock modes (no JAX import):
@@ -143,6 +146,8 @@ def kfgn_step(chain, targets, loss, method: str = "kfra", *, lam, gamma=None, et
     Ebar, f0 = regularised_objective(loss, chain, targets, eta)
     params = chain.params
     grads = pt.grad(f0, params)
+    floor = loss.infimum(targets) if loss_bound else None
+    gap = None if floor is None else f0 - floor
     if factors is None:
         factors = stages.curvature(chain, loss, targets, method, noise if method == "kfac" else None)
     candidates = []
@@ -154,7 +159,7 @@ def kfgn_step(chain, targets, loss, method: str = "kfra", *, lam, gamma=None, et
         else:
             inv = stages.damped_inverse(factors, g + eta_t, explicit)
             deltas = stages.direction(chain, inv, grads, explicit=explicit)
-        model = stages.quadratic_model(chain, loss, targets, params, grads, deltas, lam, eta_t, alpha_max)
+        model = stages.quadratic_model(chain, loss, targets, params, grads, deltas, lam, eta_t, alpha_max, gap)
         candidates.append((deltas, model, inv))
     deltas, model, chosen, _ = stages.choose_damping([c[:2] for c in candidates], gammas)
     new_params = [p + model.alpha * d for p, d in zip(params, deltas)]
