@@ -111,10 +111,11 @@ def test_the_model_does_not_promise_a_fall_below_the_losss_infimum():
             updates, info = pk.kfgn_updates(net.output, y, "mixture", "kfra", lam=1e-4, gamma=1e-4, eta=1e-5,
                                             loss_bound=bound)
             step = pytensor.function([net.X, y], [info["alpha"], info["model_change"], info["objective"],
-                                                  info["status"]], updates=updates, mode="FAST_COMPILE")
+                                                  info["status"], info["bounded"]], updates=updates,
+                                     mode="FAST_COMPILE")
             theta0 = _flat(net)
-            alpha, change, f0, status = step(X, Y)
-            assert int(status) == 0
+            alpha, change, f0, status, flag = step(X, Y)
+            assert int(status) == 0 and int(flag) == (bound and binds)
             got[bound] = (float(alpha), float(change), float(f0), (_flat(net) - theta0) / alpha)
         (a0, m0, f0, d0), (a1, m1, _, d1) = got[False], got[True]
         np.testing.assert_allclose(d1, d0, rtol=1e-10)  # the same direction

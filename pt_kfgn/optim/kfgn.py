@@ -279,7 +279,8 @@ class KFGN(Optimizer):
         pi_min, pi_max = (pt.min(pt.stack(pis)), pt.max(pt.stack(pis))) if pis else (nan, nan)
         named = {"loss": info["loss"], "objective": info["objective"],
                  "new_objective": info["new_objective"] if trial else nan, "alpha": info["alpha"],
-                 "model_change": info["model_change"], "rho": info["rho"] if trial else nan, "status": status,
+                 "model_change": info["model_change"], "bounded": info["bounded"],
+                 "rho": info["rho"] if trial else nan, "status": status,
                  "gamma": new_gamma, "pi_min": pi_min, "pi_max": pi_max}
         if rollback is not None:
             named["rollback"] = rollback
@@ -431,7 +432,8 @@ class KFGN(Optimizer):
                     f"{float(self.lam.get_value()):.3g}, γ = {float(self.gamma.get_value()):.3g}")
         return {"loss": float(o["loss"]), "loss_before": loss_before, "objective": float(o["objective"]),
                 "new_objective": float(o["new_objective"]), "alpha": float(o["alpha"]),
-                "model_change": float(o["model_change"]), "rho": float(o["rho"]), "accepted": accepted,
+                "model_change": float(o["model_change"]), "bounded": int(o["bounded"]), "rho": float(o["rho"]),
+                "accepted": accepted,
                 "status": stages.STATUS[status], "retries": attempt, "rolled_back": rolled_back,
                 "lambda": float(self.lam.get_value()), "gamma": float(self.gamma.get_value()),
                 "epsilon": float(self.gamma.get_value()) + self.eta, "pi_min": float(o["pi_min"]),

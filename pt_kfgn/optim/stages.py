@@ -85,13 +85,15 @@ def direction(graph, inverse, grads, exact_blocks_eps=None, explicit: bool = Fal
 
 @dataclass
 class QuadraticModel:
-    """``α*``, ``δᵀ∇f``, ``δᵀĈδ`` and the model change ``M̂(α*δ) − M̂(0)`` of one direction."""
+    """``α*``, ``δᵀ∇f``, ``δᵀĈδ``, the model change ``M̂(α*δ) − M̂(0)`` of one direction, and whether the loss's
+    infimum shortened α (int8 0/1)."""
 
     alpha: object
     grad_dot_delta: object
     curvature: object
     model_change: object
     delta_sq: object
+    bounded: object
 
 
 def quadratic_model(chain, loss, y, params, grads, deltas, lam, eta, alpha_max=None, gap=None) -> QuadraticModel:
@@ -106,13 +108,15 @@ def quadratic_model(chain, loss, y, params, grads, deltas, lam, eta, alpha_max=N
     dd = sum(pt.sqr(d).sum() for d in deltas)
     q = gn_quadratic_form(chain, loss, y, params, deltas) + (lam + eta) * dd
     alpha = rules.step_size(gd, q)
+    bounded = pt.constant(0, dtype="int8")
     if gap is not None:
         disc = pt.sqr(gd) - 2 * q * gap
-        bounded = rules.bounded_step(gd, pt.sqrt(pt.maximum(disc, 0)), gap)
-        alpha = pt.switch(disc > 0, pt.minimum(alpha, bounded), alpha)
+        shorter = rules.bounded_step(gd, pt.sqrt(pt.maximum(disc, 0)), gap)
+        bounded = pt.cast((disc > 0) & (shorter < alpha), "int8")
+        alpha = pt.switch(bounded, shorter, alpha)
     if alpha_max is not None:
         alpha = pt.minimum(alpha, alpha_max)
-    return QuadraticModel(alpha, gd, q, rules.model_change(alpha, gd, q), dd)
+    return QuadraticModel(alpha, gd, q, rules.model_change(alpha, gd, q), dd, bounded)
 
 
 def trace_norm_pis(factors) -> list:
@@ -134,7 +138,7 @@ def choose_damping(candidates, gammas):
     n = len(candidates[0][0])
     deltas = [pt.stack([c[0][i] for c in candidates])[best] for i in range(n)]
     pick = [pt.stack([getattr(c[1], k) for c in candidates])[best]
-            for k in ("alpha", "grad_dot_delta", "curvature", "model_change", "delta_sq")]
+            for k in ("alpha", "grad_dot_delta", "curvature", "model_change", "delta_sq", "bounded")]
     return deltas, QuadraticModel(*pick), pt.stack(gammas)[best], best
 
 

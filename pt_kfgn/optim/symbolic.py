@@ -93,10 +93,11 @@ def kfgn_updates(output, targets, loss, method: str = "kfra", *, lam, gamma=None
         ``{shared parameter: new value}`` for ``pytensor.function(..., updates=updates)``; the parameters are
         unchanged when the step's status is not 0.
     info : dict
-        Symbolic ``loss`` (Ē), ``objective`` (f), ``alpha`` (α*, or the shorter step of ``loss_bound``), ``model_change`` (M̂(α*δ) − M̂(0)),
-        ``status`` (0 = applied; codes in :data:`pt_kfgn.optim.stages.STATUS`), ``direction`` (δ), ``gamma``
-        (the γ taken), ``factors``, ``inverse`` (the damped inverse of a single candidate), ``new_objective``
-        and ``rho`` (with ``trial``, else None).
+        Symbolic ``loss`` (Ē), ``objective`` (f), ``alpha`` (α*, or the shorter step of ``loss_bound``),
+        ``bounded`` (int8: 1 when ``loss_bound`` shortened it), ``model_change`` (M̂(αδ) − M̂(0)), ``status``
+        (0 = applied; codes in :data:`pt_kfgn.optim.stages.STATUS`), ``direction`` (δ), ``gamma`` (the γ
+        taken), ``factors``, ``inverse`` (the damped inverse of a single candidate), ``new_objective`` and
+        ``rho`` (with ``trial``, else None).
 
     The Kronecker factors' ``Gram`` op is registered with PyTensor's Numba and JAX dispatchers, so the
     updates compile in the stock modes as well as through :func:`pt_kfgn.backend.compile_function`.
@@ -171,6 +172,7 @@ def kfgn_step(chain, targets, loss, method: str = "kfra", *, lam, gamma=None, et
     ok = pt.eq(status, 0)
     updates = OrderedDict((p, pt.switch(ok, q, p)) for p, q in zip(params, new_params))
     info = {"loss": Ebar, "objective": f0, "alpha": model.alpha, "model_change": model.model_change,
+            "bounded": model.bounded,
             "status": status, "direction": deltas, "gamma": chosen, "factors": factors,
             "inverse": candidates[0][2] if len(candidates) == 1 else None, "new_objective": f_new, "rho": rho}
     return updates, info
