@@ -8,6 +8,7 @@ while the one before was not; at most 2 on the mixture), and how many of them th
 loss at the parameters before that step, ``batch_loss_before``, was below half of it), came on a step that
 rolled the last one back (no ``batch_loss_before`` then), or had their own step undone by the next one (the
 step taken on the spiking batch lifted a fresh batch beyond the rollback factor: the hard point stays unfitted).
+Also the steps that the loss's infimum shortened (the log's ``bounded``; None for logs from before it).
 
     python -m experiments.damping_criteria --results results
 """
@@ -49,7 +50,9 @@ def criteria(rows: list[dict], eta: float = ETA, settle_after: int = 500, spikes
             "verdicts_below_quarter": len(raises), "smallest_raise": min(raises) if raises else None,
             "spike_onsets_after_700": len(onsets), "onsets_the_last_step_caused": caused,
             "onsets_on_a_rollback": sum(bool(rows[t - 1].get("rolled_back") or 0) for t in onsets),
-            "onsets_undone_by_the_next_step": sum(bool(rows[t].get("rolled_back") or 0) for t in onsets if t < len(rows))}
+            "onsets_undone_by_the_next_step": sum(bool(rows[t].get("rolled_back") or 0) for t in onsets if t < len(rows)),
+            "bounded_steps": sum(bool(r["bounded"]) for r in rows) if rows and rows[0].get("bounded") is not None
+            else None}
 
 
 def collect(results: Path) -> dict:
@@ -67,14 +70,15 @@ def collect(results: Path) -> dict:
 def table(res: dict) -> str:
     head = ("| run | updates | ε up / down after 500 | min ε after 500 | min λ, min ε "
             "| verdicts ρ < ¼ (smallest raise of λ + η) | spike onsets after 700 (the last step doubled the batch's loss; "
-            "on a rollback; the onset's own step undone by the next) |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+            "on a rollback; the onset's own step undone by the next) | steps the loss bound shortened |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, c in res.items():
         raise_ = "–" if c["smallest_raise"] is None else f"{c['smallest_raise']:.2f} ×"
         lines.append(f"| {name} | {c['updates']} | {c['epsilon_up']} / {c['epsilon_down']} | {c['epsilon_min_late']:.2g} "
                      f"| {c['lambda_min']:.2g}, {c['epsilon_min']:.2g} | {c['verdicts_below_quarter']} ({raise_}) "
                      f"| {c['spike_onsets_after_700']} ({c['onsets_the_last_step_caused']}; "
-                     f"{c['onsets_on_a_rollback']}; {c['onsets_undone_by_the_next_step']}) |")
+                     f"{c['onsets_on_a_rollback']}; {c['onsets_undone_by_the_next_step']}) "
+                     f"| {'–' if c.get('bounded_steps') is None else c['bounded_steps']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -23,9 +23,10 @@ def _series(rows, key, x="step"):
 
 
 def plot_damping(logs: dict, path, title: str = "", eta: float | None = None, eta_label: str = "η") -> Path | None:
-    """The damping trace of KFGN runs (Appendix B): λ and ``ε = γ + η`` (eq. 36), α* (eq. 40) and ρ (eq. 42)
-    against updates, one colour per run; ``eta`` is drawn as a reference line on the damping panel, labelled
-    ``eta_label`` (a run with η = 0 draws its damping floor instead).
+    """The damping trace of KFGN runs (Appendix B): λ and ``ε = γ + η`` (eq. 36), α* (eq. 40; an ``x`` where
+    the loss's infimum shortened it, the log's ``bounded``) and ρ (eq. 42) against updates, one colour per run;
+    ``eta`` is drawn as a reference line on the damping panel, labelled ``eta_label`` (a run with η = 0 draws
+    its damping floor instead).
 
     ``logs`` maps a label to log rows (:func:`pt_kfgn.train.read_log`).  Returns the PNG path, or None when
     matplotlib is not installed.
@@ -44,6 +45,9 @@ def plot_damping(logs: dict, path, title: str = "", eta: float | None = None, et
         alpha = [(s, a) for s, a in _series(rows, "alpha") if a > 0]
         if alpha:
             axes[1].plot(*zip(*alpha), color=c, lw=0.6, alpha=0.8, label=label)
+        bounded = [(r["step"], r["alpha"]) for r in rows if r.get("bounded") and r.get("alpha")]
+        if bounded:
+            axes[1].plot(*zip(*bounded), color=c, marker="x", ms=4, lw=0)
         rho = _series(rows, "rho")
         if rho:
             axes[2].plot(*zip(*rho), color=c, marker=".", ms=2, lw=0, label=label)
@@ -52,7 +56,7 @@ def plot_damping(logs: dict, path, title: str = "", eta: float | None = None, et
     for y in (0.25, 0.75):
         axes[2].axhline(y, color="0.5", lw=0.8, ls=":")
     axes[0].set(yscale="log", ylabel="λ (solid), ε = γ + η (dashed)", title=title)
-    axes[1].set(yscale="log", ylabel="α*")
+    axes[1].set(yscale="log", ylabel="α*  (x: bounded by inf Ē)")
     axes[2].set(ylabel="ρ (T₁ steps)", xlabel="updates", ylim=(-1, 2))
     axes[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()

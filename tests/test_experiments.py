@@ -286,6 +286,11 @@ def test_damping_criteria_read_a_log_as_issue_25_states_them():
     assert criteria(rows, eta)["onsets_undone_by_the_next_step"] == 1
     rows[900]["rho"] = nan
     assert criteria(rows, eta)["smallest_raise"] == pytest.approx(1.5)
+    assert c["bounded_steps"] is None                     # a log from before the loss bound
+    for r in rows:
+        r["bounded"] = 0.0
+    rows[10]["bounded"] = rows[20]["bounded"] = 1.0
+    assert criteria(rows, eta)["bounded_steps"] == 2
 
 
 def test_curvature_ema_study_smoke(tmp_path):
@@ -298,28 +303,61 @@ def test_curvature_ema_study_smoke(tmp_path):
         "options"] == {"ema": 0.95}
 
 
-def test_hardest_points_read_the_runs_checkpoint(tmp_path, monkeypatch):
-    """Per-point losses at a run's checkpoint average to the training loss the run logged at its last update."""
+@pytest.fixture(scope="module")
+def tiny_mixture_run(tmp_path_factory):
+    """A 12-update KFRA run on a tiny mixture problem, with its checkpoint, and the net it trained."""
     from experiments import common
-    from experiments.common import run
-    from experiments.hardest_points import hardest
     from pt_kfgn.graph.losses import Mixture
-    from pt_kfgn.train import read_log
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 6)).astype("float32")
     Y = (X[:, :1] + 0.3 * rng.normal(size=(120, 1)) > 0).astype("float32")
-    d = tmp_path / "seed0"
+    d = tmp_path_factory.mktemp("run") / "kfra" / "seed0"
     nets, build = [], common.build_net
-    monkeypatch.setattr(common, "build_net", lambda *a, **k: nets.append(build(*a, **k)) or nets[-1])
-    run("kfra", X, Y, Mixture(), out=d, steps=12, widths=(4,), autoencoder=False, batch_size=20, backend="fast",
-        eval_every=12, X_eval=X, Y_eval=Y, checkpoint_every=12, eta=1e-3)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(common, "build_net", lambda *a, **k: nets.append(build(*a, **k)) or nets[-1])
+        common.run("kfra", X, Y, Mixture(), out=d, steps=12, widths=(4,), autoencoder=False, batch_size=20,
+                   backend="fast", eval_every=12, X_eval=X, Y_eval=Y, checkpoint_every=12, eta=1e-3)
+    return d, X, Y, nets[0]
+
+
+def test_hardest_points_read_the_runs_checkpoint(tiny_mixture_run):
+    """Per-point losses at a run's checkpoint average to the training loss the run logged at its last update."""
+    from experiments.hardest_points import hardest
+    from pt_kfgn.graph.losses import Mixture
+    from pt_kfgn.train import read_log
+
+    d, X, Y, net = tiny_mixture_run
     h = hardest(d, X, Y, Mixture(), top=3)
     logged = read_log(d / "log.csv")[-1]["train_loss"]
     assert h["mean_loss"] == pytest.approx(logged, rel=1e-5)
-    trained = sum(float(np.sum(np.square(p.get_value(), dtype=np.float64))) for p in nets[0].flat_params)
+    trained = sum(float(np.sum(np.square(p.get_value(), dtype=np.float64))) for p in net.flat_params)
     assert h["eta"] == 1e-3  # the run's own η (KFGN's default is 1e-5) ...
     assert h["weight_decay_term"] == pytest.approx(0.5e-3 * trained, rel=1e-9)  # ... at the trained net's θ
     assert h["objective"] == pytest.approx(h["mean_loss"] + h["weight_decay_term"], rel=1e-12)
     assert h["points"][0]["loss"] >= h["points"][1]["loss"] >= h["points"][2]["loss"] > 0
     assert sum(p["share_of_the_training_loss"] for p in h["points"]) < 1 and h["updates"] == 12
+
+
+def test_forgetting_traces_the_worst_points_from_the_checkpoint(tiny_mixture_run):
+    """The continued run starts where the run stopped (the first traced losses are the checkpoint's) and takes
+    the run's own next batches: each traced point's batch comes round exactly once per epoch, and the drop logged
+    on that step is the trace's own before/after pair."""
+    from experiments.forgetting import trace
+    from experiments.hardest_points import per_point_losses
+    from pt_kfgn.graph.losses import Mixture
+
+    d, X, Y, _ = tiny_mixture_run
+    r = trace(d, X, Y, Mixture(), top=3, epochs=2, batch_size=20, backend="fast")
+    losses = per_point_losses(d, X, Y, Mixture())
+    assert r["steps"] == 12 and [p["index"] for p in r["points"]] == list(np.argsort(losses)[::-1][:3])
+    from pt_kfgn.train import Batches
+
+    replay = Batches(len(X), 20, 0)  # the run's batch order, replayed past its 12 updates
+    later = [set(replay.next().tolist()) for _ in range(12 + 12)][12:]
+    for p in r["points"]:
+        assert p["own_steps"] == [s + 1 for s, b in enumerate(later) if p["index"] in b]
+        assert p["loss_at_checkpoint"] == pytest.approx(losses[p["index"]], rel=1e-5)
+        assert len(p["own_steps"]) == 2 and p["own_steps"][1] - p["own_steps"][0] <= 11
+        for s, (a, b) in zip(p["own_steps"], p["loss_before_and_after_own_step"], strict=True):
+            assert (a, b) == (p["losses"][s - 1], p["losses"][s])
