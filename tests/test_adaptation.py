@@ -73,7 +73,7 @@ def test_choose_damping_is_the_argmin_and_ignores_nan():
     from pt_kfgn.optim.stages import QuadraticModel, choose_damping
 
     ms = pt.vector("m")
-    cands = [([pt.constant(float(i))], QuadraticModel(ms[i], ms[i], ms[i], ms[i], ms[i])) for i in range(3)]
+    cands = [([pt.constant(float(i))], QuadraticModel(ms[i], ms[i], ms[i], ms[i], ms[i], ms[i])) for i in range(3)]
     _, _, gamma, best = choose_damping(cands, [pt.constant(g) for g in (0.5, 1.0, 2.0)])
     f = compile_function([ms], [gamma, best])
     assert [float(v) for v in f([-1.0, -3.0, -2.0])] == [1.0, 1]
