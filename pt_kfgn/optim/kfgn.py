@@ -111,9 +111,9 @@ class KFGN(Optimizer):
         Cap on α* (the authors' later code used 1) [ours: off].
     loss_bound : bool
         Do not let the step's quadratic model promise a fall below the loss's infimum on the batch: where
-        it does, α is shortened to the step at which the model reaches it (:func:`pt_kfgn.optim.stages.quadratic_model`)
-        [ours: a confidently misclassified point's tiny curvature made α* 30-70 × its usual size on the
-        mixture; docs/algorithm.md].
+        it does, α is shortened to the step at which the model reaches it
+        (:func:`pt_kfgn.optim.stages.quadratic_model`) [ours: at a confidently misclassified point the
+        curvature is tiny and the gradient is not, so α* can promise more than the loss has; docs/algorithm.md].
     gamma_search : bool
         Run the γ search every T₂ steps [paper].
     trial_every : {"T1", 1}
