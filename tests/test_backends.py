@@ -312,7 +312,7 @@ def test_the_fast_mode_evaluates_products_and_sums_of_many_tensors_by_binary_ufu
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs the jax extra")
-@pytest.mark.parametrize("method", ["kfra", "kfac"])
+@pytest.mark.parametrize("method", ["kfra", pytest.param("kfac", marks=pytest.mark.slow)])  # suite time
 def test_background_compilation_changes_nothing_but_the_wait(method, caplog):
     """``compile(background=True)`` compiles only the first step's kind up front; the T₁ and T₂ kinds are
     JIT-compiled by a thread; 25 steps (five T₁ steps, one γ search) are bit-identical to a run compiled up

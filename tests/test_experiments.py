@@ -26,6 +26,7 @@ def test_alignment_smoke(tmp_path):
     assert (tmp_path / "curves" / "alignment.png").exists()
 
 
+@pytest.mark.slow  # a script's smoke run; the default suite stays under 10 minutes
 def test_benchmarks_smoke(tmp_path):
     import numpy as np
 
@@ -67,6 +68,7 @@ def test_profile_step_smoke(tmp_path):
     assert [r["stage"] for r in saved["rows"]][:len(STAGES)] == list(STAGES)
 
 
+@pytest.mark.slow  # a script's smoke run; the default suite stays under 10 minutes
 @pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
 def test_profile_trace_sorts_xlas_ops_by_kind(tmp_path):
     """``--trace``: the step's LAPACK calls and products are found in JAX's profiler trace and sorted by kind.
@@ -120,6 +122,7 @@ def test_profiled_stages_are_the_steps_own_graph():
         np.testing.assert_allclose(p.get_value() - b, stats["alpha"] * d, rtol=1e-8, atol=1e-12)
 
 
+@pytest.mark.slow  # a script's smoke run; the default suite stays under 10 minutes
 def test_figures_smoke_successive_halving_and_resume(tmp_path):
     """The long-run pipeline on CURVES: 4 Adam configurations to ½, the best 2 to the end, the second order at
     defaults; a second call resumes (trains nothing); the summary has the issue's fields."""

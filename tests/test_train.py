@@ -27,7 +27,7 @@ def _run(method, steps, out=None, resume=False, X=None):
     return net, opt, rows
 
 
-@pytest.mark.parametrize("method", ["kfac", "kfra", "adam"])
+@pytest.mark.parametrize("method", [pytest.param("kfac", marks=pytest.mark.slow), "kfra", "adam"])  # suite time
 def test_killed_run_resumes_on_the_same_trajectory(tmp_path, method):
     """2k steps straight vs k steps, a fresh process-like restart, then resume to 2k: identical."""
     k = 6
