@@ -21,7 +21,7 @@ from pt_kfgn.optim.base import StateMismatchError
 LOG_FIELDS = ["step", "wall_time", "batch_loss", "train_loss", "avg_train_loss", "lambda", "gamma", "epsilon",
               "pi_min", "pi_max", "alpha", "rho", "accepted", "lr", "rolled_back", "batch_loss_before",
               "bounded"]
-STAT_FIELDS = ("lambda", "gamma", "epsilon", "pi_min", "pi_max", "alpha", "rho", "lr")  # copied from step()'s dict
+STAT_FIELDS = ("lambda", "gamma", "epsilon", "pi_min", "pi_max", "alpha", "rho", "lr", "bounded")  # copied from step()'s dict
 CHECKPOINT = "checkpoint.npz"
 LOG = "log.csv"
 
@@ -177,7 +177,7 @@ def train(optimizer, X, Y, steps: int, *, batch_size: int = 1000, seed: int = 0,
                    "train_loss": "", **{k: stats.get(k, "") for k in STAT_FIELDS},
                    "accepted": int(stats.get("accepted", True)),
                    "rolled_back": int(stats.get("rolled_back", False)),
-                   "batch_loss_before": stats.get("loss_before", ""), "bounded": stats.get("bounded", "")}
+                   "batch_loss_before": stats.get("loss_before", "")}
             last = step == steps or (time_limit is not None and elapsed > time_limit)
             if step % eval_every == 0 or last:
                 t_eval = time.perf_counter()
